@@ -1,0 +1,18 @@
+//! argocd-cdevents: a bidirectional CDEvents gateway for Argo CD.
+//!
+//! The folders draw the pipeline: `emit` (watch sources, the pure detector, event building),
+//! `delivery` (outbox workers and sinks), `store` (durable state), `argocd` (the Argo CD
+//! model), `server` (HTTP: health, readiness, metrics), `config`, `cli`, `telemetry`.
+//! `main.rs` only calls [`cli::main`]; everything else is here so tests can start the real
+//! service on a listener they bound themselves ([`server::run`]).
+
+pub mod argocd;
+pub mod cli;
+pub mod config;
+pub mod delivery;
+pub mod emit;
+pub mod server;
+pub mod store;
+pub mod telemetry;
+
+pub use server::run;

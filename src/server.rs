@@ -1,0 +1,174 @@
+//! The running gateway: opens the store, starts the watch source, the emit pipeline and
+//! one delivery worker per sink, and serves HTTP (`/healthz`, `/readyz`, `/metrics`) until
+//! the shutdown token is cancelled; then it stops taking work and drains in-flight
+//! deliveries (bounded by `delivery.drainTimeout`). It holds no decision logic.
+
+use crate::config::{Config, WatchKind};
+use crate::delivery::{self, Route, sink::HttpSink};
+use crate::emit::pipeline::Pipeline;
+use crate::emit::{Inventory, detect::DetectConfig, kube_source, stream_source::StreamSource};
+use crate::store::{self, Store};
+use crate::telemetry::metrics;
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use futures::StreamExt;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// Reads an environment variable (injected so tests never touch the process environment).
+pub type Env = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
+/// The process environment.
+pub fn process_env() -> Env {
+    Arc::new(|k: &str| std::env::var(k).ok())
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("opening the store: {0}")]
+    Store(#[from] store::StoreError),
+    #[error(transparent)]
+    Sink(#[from] delivery::sink::SinkError),
+    #[error("argo CD stream source: {0}")]
+    Stream(#[from] crate::emit::stream_source::StreamError),
+    #[error("kubernetes client: {0}")]
+    Kube(String),
+    #[error("HTTP server: {0}")]
+    Serve(#[from] std::io::Error),
+    #[error("building the HTTP client: {0}")]
+    Client(reqwest::Error),
+}
+
+#[derive(Clone)]
+struct AppState {
+    store: Arc<dyn Store>,
+    sinks: Arc<Vec<String>>,
+    shutdown: CancellationToken,
+}
+
+/// Serve on `listener` until `shutdown` is cancelled.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    env: Env,
+    shutdown: CancellationToken,
+) -> Result<(), RunError> {
+    let store = store::open(&config.store).await?;
+    let states = store.load_app_states().await?;
+    tracing::info!(apps = states.len(), store = ?config.store, "store opened");
+
+    // Sinks and their workers.
+    let client = reqwest::Client::builder()
+        .timeout(config.delivery.timeout.0)
+        .build()
+        .map_err(RunError::Client)?;
+    let mut workers = JoinSet::new();
+    let mut routes = Vec::new();
+    let work_stop = CancellationToken::new();
+    for sink_cfg in &config.sinks {
+        let sink = Arc::new(HttpSink::new(sink_cfg, client.clone(), &|k| env(k))?);
+        let notify = Arc::new(Notify::new());
+        routes.push(Route {
+            sink: sink_cfg.name.clone(),
+            types: sink_cfg.types.clone(),
+            notify: notify.clone(),
+        });
+        workers.spawn(delivery::run_sink(
+            store.clone(),
+            sink,
+            config.delivery.clone(),
+            notify,
+            work_stop.clone(),
+        ));
+    }
+
+    // Watch source and pipeline.
+    let pipeline = Pipeline {
+        detect: DetectConfig {
+            environment_label: config.emit.environment_label.clone(),
+            custom_data_labels: config.emit.custom_data_labels.clone(),
+        },
+        version: config.emit.spec_version,
+        source: config.emit.source.clone(),
+        store: store.clone(),
+        routes,
+        inventory: Inventory::new(states),
+    };
+    let source = match config.emit.watch.kind {
+        WatchKind::None => None,
+        WatchKind::Kubernetes => {
+            let client = kube::Client::try_default()
+                .await
+                .map_err(|e| RunError::Kube(e.to_string()))?;
+            Some(kube_source::watch(client, &config.emit.watch.kubernetes))
+        }
+        WatchKind::Argocd => {
+            let src = StreamSource::from_config(&config.emit.watch.argocd, &|k| env(k))?;
+            Some(src.watch(work_stop.clone()))
+        }
+    };
+    let emit_task = source.map(|s| tokio::spawn(pipeline.run(s.fuse(), work_stop.clone())));
+
+    let state = AppState {
+        store: store.clone(),
+        sinks: Arc::new(config.sinks.iter().map(|s| s.name.clone()).collect()),
+        shutdown: shutdown.clone(),
+    };
+    let app = Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_handler))
+        .with_state(state);
+    tracing::info!(addr = %listener.local_addr()?, "listening");
+    let serve_stop = shutdown.clone();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { serve_stop.cancelled().await })
+        .await?;
+
+    // Drain: stop taking new work, let in-flight deliveries finish.
+    tracing::info!("shutting down; draining in-flight deliveries");
+    work_stop.cancel();
+    let drain = async {
+        if let Some(t) = emit_task {
+            let _ = t.await;
+        }
+        while workers.join_next().await.is_some() {}
+    };
+    if tokio::time::timeout(config.delivery.drain_timeout.0, drain)
+        .await
+        .is_err()
+    {
+        tracing::warn!("drain timeout; unfinished deliveries stay pending and are sent after restart");
+    }
+    Ok(())
+}
+
+async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
+    if s.shutdown.is_cancelled() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down");
+    }
+    match s.store.ping().await {
+        Ok(()) => (StatusCode::OK, "ready"),
+        Err(e) => {
+            tracing::warn!(error = %e, "readiness: store unavailable");
+            (StatusCode::SERVICE_UNAVAILABLE, "store unavailable")
+        }
+    }
+}
+
+async fn metrics_handler(State(s): State<AppState>) -> impl IntoResponse {
+    delivery::refresh_gauges(s.store.as_ref(), &s.sinks).await;
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        metrics::render(),
+    )
+}

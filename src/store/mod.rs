@@ -1,0 +1,173 @@
+//! The store: everything the gateway must not forget across restarts — per-app state, open
+//! incidents, and the outbox with each delivery's state.
+//!
+//! One trait, [`Store`], with the SQLite implementation ([`sqlite::SqliteStore`], the
+//! embedded default). The trait is shaped for a PostgreSQL implementation (set-based
+//! queries, no SQLite-only semantics callers depend on). Callers pass the time in; the store
+//! never reads the clock, never decides what to emit and never talks to the network.
+
+pub mod sqlite;
+
+use crate::config::StoreUrl;
+use crate::emit::detect::AppState;
+use async_trait::async_trait;
+use serde::Serialize;
+use std::sync::Arc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("applying store migrations: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("stored state for {key} is unreadable: {message}")]
+    Corrupt { key: String, message: String },
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+/// An event to put in the outbox for one sink.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewDelivery {
+    pub sink: String,
+    pub app_key: String,
+    pub event_id: String,
+    pub event_type: String,
+    pub event_source: String,
+    pub event_time: String,
+    pub payload: String,
+}
+
+/// Everything one pass of the emit pipeline commits, atomically.
+#[derive(Debug, Default, Clone)]
+pub struct EmitBatch {
+    /// New state per app (`None`: the app is gone).
+    pub states: Vec<(String, Option<AppState>)>,
+    pub deliveries: Vec<NewDelivery>,
+}
+
+impl EmitBatch {
+    pub fn is_empty(&self) -> bool {
+        self.states.is_empty() && self.deliveries.is_empty()
+    }
+}
+
+/// The delivery state of an outbox row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, sqlx::Type)]
+#[serde(rename_all = "lowercase")]
+#[sqlx(type_name = "TEXT", rename_all = "lowercase")]
+pub enum DeliveryStatus {
+    Pending,
+    Delivered,
+    Dead,
+}
+
+impl DeliveryStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryStatus::Pending => "pending",
+            DeliveryStatus::Delivered => "delivered",
+            DeliveryStatus::Dead => "dead",
+        }
+    }
+}
+
+/// One outbox row.
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+#[serde(rename_all = "camelCase")]
+pub struct OutboxRow {
+    pub seq: i64,
+    pub sink: String,
+    pub app_key: String,
+    pub event_id: String,
+    pub event_type: String,
+    pub event_source: String,
+    pub event_time: String,
+    #[serde(skip)]
+    pub payload: String,
+    pub status: DeliveryStatus,
+    pub attempts: i64,
+    pub next_attempt_at: i64,
+    pub last_error: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// Filter for listing the outbox.
+#[derive(Debug, Clone, Default)]
+pub struct OutboxFilter {
+    pub status: Option<DeliveryStatus>,
+    pub sink: Option<String>,
+    pub limit: i64,
+}
+
+/// An open incident as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+#[serde(rename_all = "camelCase")]
+pub struct IncidentRow {
+    pub app_key: String,
+    pub cause: String,
+    pub incident_id: String,
+    pub description: String,
+    pub opened_at: i64,
+}
+
+/// Count of outbox rows per sink and status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct OutboxCount {
+    pub sink: String,
+    pub status: DeliveryStatus,
+    pub count: i64,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Every recorded app state.
+    async fn load_app_states(&self) -> Result<Vec<AppState>, StoreError>;
+    /// Commit new app states and their events in one transaction; an event already in the
+    /// outbox for a sink (same id) is not added twice.
+    async fn commit_emit(&self, batch: &EmitBatch, now_ms: i64) -> Result<(), StoreError>;
+    /// The deliverable rows of `sink`: for each app, its oldest pending row, if it is due.
+    async fn due_deliveries(
+        &self,
+        sink: &str,
+        now_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<OutboxRow>, StoreError>;
+    /// When the next pending head row of `sink` becomes due, if any.
+    async fn next_due_at(&self, sink: &str) -> Result<Option<i64>, StoreError>;
+    async fn mark_delivered(&self, seq: i64, now_ms: i64) -> Result<(), StoreError>;
+    async fn mark_retry(
+        &self,
+        seq: i64,
+        next_attempt_at: i64,
+        error: &str,
+        now_ms: i64,
+    ) -> Result<(), StoreError>;
+    async fn mark_dead(&self, seq: i64, error: &str, now_ms: i64) -> Result<(), StoreError>;
+    /// Rows, newest first.
+    async fn list_outbox(&self, filter: &OutboxFilter) -> Result<Vec<OutboxRow>, StoreError>;
+    /// Put dead rows back to pending (all, or those of `sink`, or just `seqs`). Returns how many.
+    async fn redrive(
+        &self,
+        sink: Option<&str>,
+        seqs: &[i64],
+        now_ms: i64,
+    ) -> Result<u64, StoreError>;
+    async fn outbox_counts(&self) -> Result<Vec<OutboxCount>, StoreError>;
+    /// Delete delivered rows last updated before `before_ms`. Returns how many.
+    async fn prune_delivered(&self, before_ms: i64) -> Result<u64, StoreError>;
+    async fn open_incidents(&self) -> Result<Vec<IncidentRow>, StoreError>;
+    /// A cheap round trip, for `/readyz`.
+    async fn ping(&self) -> Result<(), StoreError>;
+}
+
+/// Open the store named by `url`, creating and migrating it as needed.
+pub async fn open(url: &StoreUrl) -> Result<Arc<dyn Store>, StoreError> {
+    match url {
+        StoreUrl::Sqlite(u) => Ok(Arc::new(sqlite::SqliteStore::open(u).await?)),
+        StoreUrl::Postgres(_) => Err(StoreError::Unsupported(
+            "the PostgreSQL store is not available in this version; use sqlite://PATH".into(),
+        )),
+    }
+}

@@ -1,0 +1,303 @@
+//! The SQLite store: one file, WAL journal, `synchronous=FULL` (a committed event survives a
+//! crash or power loss), one writer at a time with a busy timeout.
+
+use super::{
+    EmitBatch, IncidentRow, OutboxCount, OutboxFilter, OutboxRow, Store, StoreError,
+};
+use crate::emit::detect::AppState;
+use async_trait::async_trait;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+use std::str::FromStr;
+use std::time::Duration;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Open (creating if missing) and migrate the database at `url` (`sqlite://PATH`).
+    pub async fn open(url: &str) -> Result<Self, StoreError> {
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        if let Some(dir) = std::path::Path::new(options.get_filename()).parent()
+            && !dir.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(dir).map_err(|e| StoreError::Database(sqlx::Error::Io(e)))?;
+        }
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await?;
+        MIGRATOR.run(&pool).await?;
+        Ok(SqliteStore { pool })
+    }
+}
+
+macro_rules! row_columns {
+    () => {
+        "o.seq, o.sink, o.app_key, o.event_id, o.event_type, o.event_source, o.event_time, \
+         o.payload, o.status, o.attempts, o.next_attempt_at, o.last_error, o.created_at, \
+         o.updated_at"
+    };
+}
+
+const REDRIVE: &str = "UPDATE outbox SET status = 'pending', attempts = 0, next_attempt_at = $1, \
+    last_error = NULL, updated_at = $1 WHERE status = 'dead' AND ($2 IS NULL OR sink = $2) \
+    AND ($3 IS NULL OR seq = $3)";
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn load_app_states(&self) -> Result<Vec<AppState>, StoreError> {
+        let rows = sqlx::query("SELECT app_key, state FROM app_state ORDER BY app_key")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.into_iter()
+            .map(|r| {
+                let key: String = r.get(0);
+                let text: String = r.get(1);
+                serde_json::from_str(&text).map_err(|e| StoreError::Corrupt {
+                    key,
+                    message: e.to_string(),
+                })
+            })
+            .collect()
+    }
+
+    async fn commit_emit(&self, batch: &EmitBatch, now_ms: i64) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        for (key, state) in &batch.states {
+            let open: Vec<&str> = state
+                .iter()
+                .flat_map(|s| s.incidents.keys().map(|c| c.as_str()))
+                .collect();
+            let open = serde_json::to_string(&open).unwrap_or_else(|_| "[]".into());
+            sqlx::query(
+                "DELETE FROM incidents WHERE app_key = $1 \
+                 AND cause NOT IN (SELECT value FROM json_each($2))",
+            )
+            .bind(key)
+            .bind(open)
+            .execute(&mut *tx)
+            .await?;
+            match state {
+                Some(s) => {
+                    let text = serde_json::to_string(s).map_err(|e| StoreError::Corrupt {
+                        key: key.clone(),
+                        message: e.to_string(),
+                    })?;
+                    sqlx::query(
+                        "INSERT INTO app_state (app_key, state, updated_at) VALUES ($1, $2, $3) \
+                         ON CONFLICT (app_key) DO UPDATE SET state = excluded.state, \
+                         updated_at = excluded.updated_at",
+                    )
+                    .bind(key)
+                    .bind(text)
+                    .bind(now_ms)
+                    .execute(&mut *tx)
+                    .await?;
+                    for (cause, incident) in &s.incidents {
+                        sqlx::query(
+                            "INSERT INTO incidents (app_key, cause, incident_id, description, opened_at) \
+                             VALUES ($1, $2, $3, $4, $5) \
+                             ON CONFLICT (app_key, cause) DO UPDATE SET \
+                             opened_at = CASE WHEN incidents.incident_id = excluded.incident_id \
+                                 THEN incidents.opened_at ELSE excluded.opened_at END, \
+                             incident_id = excluded.incident_id, description = excluded.description",
+                        )
+                        .bind(key)
+                        .bind(cause.as_str())
+                        .bind(&incident.id)
+                        .bind(&incident.description)
+                        .bind(now_ms)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                }
+                None => {
+                    sqlx::query("DELETE FROM app_state WHERE app_key = $1")
+                        .bind(key)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+            }
+        }
+        for d in &batch.deliveries {
+            sqlx::query(
+                "INSERT INTO outbox (sink, app_key, event_id, event_type, event_source, event_time, \
+                 payload, next_attempt_at, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $8) \
+                 ON CONFLICT (sink, event_id) DO NOTHING",
+            )
+            .bind(&d.sink)
+            .bind(&d.app_key)
+            .bind(&d.event_id)
+            .bind(&d.event_type)
+            .bind(&d.event_source)
+            .bind(&d.event_time)
+            .bind(&d.payload)
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn due_deliveries(
+        &self,
+        sink: &str,
+        now_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<OutboxRow>, StoreError> {
+        let sql = concat!(
+            "SELECT ",
+            row_columns!(),
+            " FROM outbox o \
+             JOIN (SELECT MIN(seq) AS head FROM outbox WHERE sink = $1 AND status = 'pending' \
+                   GROUP BY app_key) h ON o.seq = h.head \
+             WHERE o.next_attempt_at <= $2 ORDER BY o.seq LIMIT $3"
+        );
+        Ok(sqlx::query_as(sql)
+            .bind(sink)
+            .bind(now_ms)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    async fn next_due_at(&self, sink: &str) -> Result<Option<i64>, StoreError> {
+        let row = sqlx::query(
+            "SELECT MIN(o.next_attempt_at) FROM outbox o \
+             JOIN (SELECT MIN(seq) AS head FROM outbox WHERE sink = $1 AND status = 'pending' \
+                   GROUP BY app_key) h ON o.seq = h.head",
+        )
+        .bind(sink)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.get::<Option<i64>, _>(0))
+    }
+
+    async fn mark_delivered(&self, seq: i64, now_ms: i64) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE outbox SET status = 'delivered', attempts = attempts + 1, last_error = NULL, \
+             updated_at = $2 WHERE seq = $1",
+        )
+        .bind(seq)
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn mark_retry(
+        &self,
+        seq: i64,
+        next_attempt_at: i64,
+        error: &str,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = $2, last_error = $3, \
+             updated_at = $4 WHERE seq = $1",
+        )
+        .bind(seq)
+        .bind(next_attempt_at)
+        .bind(error)
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn mark_dead(&self, seq: i64, error: &str, now_ms: i64) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE outbox SET status = 'dead', attempts = attempts + 1, last_error = $2, \
+             updated_at = $3 WHERE seq = $1",
+        )
+        .bind(seq)
+        .bind(error)
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn list_outbox(&self, filter: &OutboxFilter) -> Result<Vec<OutboxRow>, StoreError> {
+        let sql = concat!(
+            "SELECT ",
+            row_columns!(),
+            " FROM outbox o \
+             WHERE ($1 IS NULL OR o.status = $1) AND ($2 IS NULL OR o.sink = $2) \
+             ORDER BY o.seq DESC LIMIT $3"
+        );
+        Ok(sqlx::query_as(sql)
+            .bind(filter.status.map(|s| s.as_str()))
+            .bind(filter.sink.as_deref())
+            .bind(if filter.limit > 0 { filter.limit } else { i64::MAX })
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    async fn redrive(
+        &self,
+        sink: Option<&str>,
+        seqs: &[i64],
+        now_ms: i64,
+    ) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let mut changed = 0;
+        let targets: Vec<Option<i64>> = if seqs.is_empty() {
+            vec![None]
+        } else {
+            seqs.iter().copied().map(Some).collect()
+        };
+        for seq in targets {
+            changed += sqlx::query(REDRIVE)
+                .bind(now_ms)
+                .bind(sink)
+                .bind(seq)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        }
+        tx.commit().await?;
+        Ok(changed)
+    }
+
+    async fn outbox_counts(&self) -> Result<Vec<OutboxCount>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT sink, status, COUNT(*) AS count FROM outbox GROUP BY sink, status ORDER BY sink, status",
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    async fn prune_delivered(&self, before_ms: i64) -> Result<u64, StoreError> {
+        Ok(sqlx::query("DELETE FROM outbox WHERE status = 'delivered' AND updated_at < $1")
+            .bind(before_ms)
+            .execute(&self.pool)
+            .await?
+            .rows_affected())
+    }
+
+    async fn open_incidents(&self) -> Result<Vec<IncidentRow>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT app_key, cause, incident_id, description, opened_at FROM incidents \
+             ORDER BY app_key, cause",
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+}
