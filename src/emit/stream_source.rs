@@ -51,6 +51,8 @@ pub struct StreamSource {
     pub client: reqwest::Client,
     /// Reconnect when nothing (not even a keep-alive) arrives for this long.
     pub idle_timeout: Duration,
+    /// Ask for SSE framing (`Accept: text/event-stream`, with keep-alives); else JSON lines.
+    pub sse: bool,
 }
 
 impl std::fmt::Debug for StreamSource {
@@ -101,6 +103,7 @@ impl StreamSource {
             projects: cfg.projects.clone(),
             client,
             idle_timeout: Duration::from_secs(60),
+            sse: true,
         })
     }
 
@@ -191,9 +194,10 @@ impl StreamSource {
             .await;
 
         // Follow.
+        let accept = if self.sse { "text/event-stream" } else { "application/json" };
         let mut req = self
             .request("/api/v1/stream/applications")
-            .header(reqwest::header::ACCEPT, "text/event-stream");
+            .header(reqwest::header::ACCEPT, accept);
         if let Some(rv) = resource_version.filter(|v| !v.is_empty()) {
             req = req.query(&[("resourceVersion", rv)]);
         }

@@ -1,4 +1,8 @@
-//! Shared test support: the CDEvents schemas, and (in other files) the test doubles.
+//! Shared test support: the CDEvents schemas, Argo CD's swagger contract, and the test
+//! doubles (a fake Argo CD, a fake Kubernetes API) and a recording CloudEvents receiver.
 #![allow(dead_code)]
 
+pub mod fake_argocd;
+pub mod receiver;
 pub mod schemas;
+pub mod swagger;
