@@ -307,7 +307,11 @@ impl<'de> Deserialize<'de> for HumanDuration {
         let s = String::deserialize(d)?;
         humantime::parse_duration(&s)
             .map(HumanDuration)
-            .map_err(|e| serde::de::Error::custom(format!("invalid duration {s:?} ({e}); write e.g. 500ms, 10s, 15m")))
+            .map_err(|e| {
+                serde::de::Error::custom(format!(
+                    "invalid duration {s:?} ({e}); write e.g. 500ms, 10s, 15m"
+                ))
+            })
     }
 }
 
@@ -375,8 +379,13 @@ impl std::str::FromStr for StoreUrl {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         if s.starts_with("sqlite:") {
-            if s.trim_start_matches("sqlite:").trim_start_matches("//").is_empty() {
-                return Err(format!("store URL {s:?} names no file; write sqlite://PATH"));
+            if s.trim_start_matches("sqlite:")
+                .trim_start_matches("//")
+                .is_empty()
+            {
+                return Err(format!(
+                    "store URL {s:?} names no file; write sqlite://PATH"
+                ));
             }
             Ok(StoreUrl::Sqlite(s.to_string()))
         } else if s.starts_with("postgres://") || s.starts_with("postgresql://") {
@@ -464,7 +473,10 @@ impl Config {
                 return Err(format!("sinks[{i}].name: must not be empty"));
             }
             if !names.insert(sink.name.as_str()) {
-                return Err(format!("sinks[{i}].name: {:?} is used by an earlier sink", sink.name));
+                return Err(format!(
+                    "sinks[{i}].name: {:?} is used by an earlier sink",
+                    sink.name
+                ));
             }
             if let Some(auth) = &sink.auth
                 && auth.value_env.is_some() == auth.value_file.is_some()
@@ -544,7 +556,10 @@ mod tests {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config/local.yaml");
         let cfg = Config::load(Some(Path::new(path))).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(cfg.listen.to_string(), "127.0.0.1:8080");
-        assert_eq!(cfg.store, StoreUrl::Sqlite("sqlite://data/argocd-cdevents.db".into()));
+        assert_eq!(
+            cfg.store,
+            StoreUrl::Sqlite("sqlite://data/argocd-cdevents.db".into())
+        );
         assert_eq!(cfg.emit.watch.kind, WatchKind::None);
     }
 
@@ -582,11 +597,20 @@ sinks:
     #[test]
     fn errors_name_the_file_line_and_problem() {
         let cases: &[(&str, &[&str])] = &[
-            ("listen: 127.0.0.1:80\nlisten2: x\n", &["gw.yaml:2", "listen2"]),
+            (
+                "listen: 127.0.0.1:80\nlisten2: x\n",
+                &["gw.yaml:2", "listen2"],
+            ),
             ("emit:\n  specVersion: \"0.3\"\n", &["gw.yaml:2", "0.3"]),
-            ("delivery:\n  timeout: soon\n", &["gw.yaml:2", "invalid duration"]),
+            (
+                "delivery:\n  timeout: soon\n",
+                &["gw.yaml:2", "invalid duration"],
+            ),
             ("store: mysql://x\n", &["gw.yaml:1", "neither sqlite"]),
-            ("sinks:\n  - name: a\n    url: ftp://x\n", &["gw.yaml:3", "scheme \"ftp\""]),
+            (
+                "sinks:\n  - name: a\n    url: ftp://x\n",
+                &["gw.yaml:3", "scheme \"ftp\""],
+            ),
             ("listen: [1\n", &["gw.yaml:"]),
             (
                 "sinks:\n  - {name: a, url: http://x}\n  - {name: a, url: http://y}\n",
@@ -609,8 +633,10 @@ sinks:
     #[test]
     fn k_sink_adds_a_binary_sink_once() {
         let mut cfg = Config::default();
-        cfg.add_k_sink("http://broker.default.svc/").unwrap_or_else(|e| panic!("{e}"));
-        cfg.add_k_sink("http://broker.default.svc/").unwrap_or_else(|e| panic!("{e}"));
+        cfg.add_k_sink("http://broker.default.svc/")
+            .unwrap_or_else(|e| panic!("{e}"));
+        cfg.add_k_sink("http://broker.default.svc/")
+            .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(cfg.sinks.len(), 1);
         assert_eq!(cfg.sinks[0].mode, SinkMode::Binary);
         assert!(cfg.add_k_sink("not a url").is_err());

@@ -144,7 +144,9 @@ pub async fn run(
         .await
         .is_err()
     {
-        tracing::warn!("drain timeout; unfinished deliveries stay pending and are sent after restart");
+        tracing::warn!(
+            "drain timeout; unfinished deliveries stay pending and are sent after restart"
+        );
     }
     Ok(())
 }

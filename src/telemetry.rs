@@ -17,7 +17,11 @@ pub fn init_logging(cfg: &LogConfig) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
     let _ = match cfg.format {
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .try_init(),
         LogFormat::Text => builder.try_init(),
     };
 }
@@ -54,7 +58,11 @@ pub mod metrics {
     fn build() -> Metrics {
         let mut registry = Registry::with_prefix("argocd_cdevents");
         let emitted = Family::<Labels, Counter>::default();
-        registry.register("emitted", "CDEvents emitted by the detector, by type", emitted.clone());
+        registry.register(
+            "emitted",
+            "CDEvents emitted by the detector, by type",
+            emitted.clone(),
+        );
         let watch_restarts = Family::<Labels, Counter>::default();
         registry.register(
             "watch_restarts",
@@ -67,8 +75,9 @@ pub mod metrics {
             "Delivery attempts by sink and result (delivered, retry, dead)",
             deliveries.clone(),
         );
-        let delivery_duration =
-            Family::<Labels, Histogram>::new_with_constructor(latency_histogram as fn() -> Histogram);
+        let delivery_duration = Family::<Labels, Histogram>::new_with_constructor(
+            latency_histogram as fn() -> Histogram,
+        );
         registry.register(
             "delivery_duration_seconds",
             "Duration of one POST to a sink",
@@ -111,7 +120,10 @@ pub mod metrics {
     }
 
     pub fn emitted(ty: &str) {
-        get().emitted.get_or_create(&vec![("type", ty.to_string())]).inc();
+        get()
+            .emitted
+            .get_or_create(&vec![("type", ty.to_string())])
+            .inc();
     }
 
     pub fn watch_restart(source: &'static str) {
@@ -124,7 +136,10 @@ pub mod metrics {
     pub fn delivery(sink: &str, result: &'static str, seconds: f64) {
         let m = get();
         m.deliveries
-            .get_or_create(&vec![("sink", sink.to_string()), ("result", result.to_string())])
+            .get_or_create(&vec![
+                ("sink", sink.to_string()),
+                ("result", result.to_string()),
+            ])
             .inc();
         m.delivery_duration
             .get_or_create(&vec![("sink", sink.to_string())])

@@ -103,7 +103,11 @@ pub struct HealthStatus {
 pub struct Summary {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub images: Vec<String>,
-    #[serde(default, rename = "externalURLs", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        rename = "externalURLs",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub external_urls: Vec<String>,
 }
 
@@ -241,7 +245,11 @@ impl Application {
 
     /// The spec's source(s).
     pub fn spec_sources(&self) -> Vec<&Source> {
-        self.spec.source.iter().chain(self.spec.sources.iter()).collect()
+        self.spec
+            .source
+            .iter()
+            .chain(self.spec.sources.iter())
+            .collect()
     }
 }
 

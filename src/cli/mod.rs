@@ -164,7 +164,10 @@ fn fail(code: u8, e: &dyn std::fmt::Display) -> ExitCode {
 }
 
 fn with_runtime(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => return fail(1, &e),
     };
@@ -271,7 +274,11 @@ async fn outbox(cmd: OutboxCommand) -> anyhow::Result<()> {
                     writeln!(out, "{}", serde_json::to_string(&r)?)?;
                 }
             } else {
-                writeln!(out, "{:>8}  {:<10}  {:<12}  {:>8}  {:<36}  {:<40}  LAST ERROR", "SEQ", "STATUS", "SINK", "ATTEMPTS", "EVENT ID", "TYPE")?;
+                writeln!(
+                    out,
+                    "{:>8}  {:<10}  {:<12}  {:>8}  {:<36}  {:<40}  LAST ERROR",
+                    "SEQ", "STATUS", "SINK", "ATTEMPTS", "EVENT ID", "TYPE"
+                )?;
                 for r in rows {
                     writeln!(
                         out,
@@ -307,7 +314,11 @@ async fn incidents(cmd: IncidentsCommand) -> anyhow::Result<()> {
         if json {
             writeln!(out, "{}", serde_json::to_string(&i)?)?;
         } else {
-            writeln!(out, "{}\t{}\t{}\t{}", i.app_key, i.cause, i.incident_id, i.description)?;
+            writeln!(
+                out,
+                "{}\t{}\t{}\t{}",
+                i.app_key, i.cause, i.incident_id, i.description
+            )?;
         }
     }
     Ok(())
@@ -323,7 +334,14 @@ fn replay(args: ReplayArgs) -> ExitCode {
     let mut out = std::io::BufWriter::new(stdout.lock());
     let print = |ev: crate::emit::event::CdEvent| writeln!(out, "{}", ev.body);
     let result = if args.file.as_os_str() == "-" {
-        crate::emit::replay::replay(std::io::stdin().lock(), args.spec_version, &args.source, &cfg, &observed_at, print)
+        crate::emit::replay::replay(
+            std::io::stdin().lock(),
+            args.spec_version,
+            &args.source,
+            &cfg,
+            &observed_at,
+            print,
+        )
     } else {
         match std::fs::File::open(&args.file) {
             Ok(f) => crate::emit::replay::replay(

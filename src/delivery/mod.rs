@@ -114,7 +114,8 @@ async fn sleep_or_stop(wait: Duration, notify: &Notify, shutdown: &CancellationT
 }
 
 async fn deliver_one(store: &dyn Store, sink: &HttpSink, cfg: &DeliveryConfig, row: OutboxRow) {
-    let span = tracing::info_span!("deliver", sink = sink.name(), event_id = %row.event_id, seq = row.seq);
+    let span =
+        tracing::info_span!("deliver", sink = sink.name(), event_id = %row.event_id, seq = row.seq);
     let _enter = span.enter();
     let started = std::time::Instant::now();
     let attempt = sink.send(&row).await;
@@ -164,7 +165,11 @@ pub async fn refresh_gauges(store: &dyn Store, sinks: &[String]) {
                     .find(|c| &c.sink == sink && c.status == status)
                     .map_or(0, |c| c.count)
             };
-            metrics::outbox(sink, count(DeliveryStatus::Pending), count(DeliveryStatus::Dead));
+            metrics::outbox(
+                sink,
+                count(DeliveryStatus::Pending),
+                count(DeliveryStatus::Dead),
+            );
         }
     }
 }

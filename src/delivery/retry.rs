@@ -27,7 +27,9 @@ pub enum Verdict {
         reason: String,
     },
     /// Never going to work as is: park it in the dead-letter state.
-    Dead { reason: String },
+    Dead {
+        reason: String,
+    },
 }
 
 /// Longest Retry-After we honour; a larger value is clamped to it.
@@ -103,8 +105,14 @@ mod tests {
             (status(204, None), "delivered"),
             (status(408, None), "retry"),
             (status(429, Some("7")), "retry 7s"),
-            (status(503, Some("Tue, 14 Nov 2023 22:13:30 GMT")), "retry 10s"),
-            (status(503, Some("Tue, 14 Nov 2023 22:13:00 GMT")), "retry 0s"),
+            (
+                status(503, Some("Tue, 14 Nov 2023 22:13:30 GMT")),
+                "retry 10s",
+            ),
+            (
+                status(503, Some("Tue, 14 Nov 2023 22:13:00 GMT")),
+                "retry 0s",
+            ),
             (status(429, Some("999999")), "retry 3600s"),
             (status(429, Some("soon")), "retry"),
             (status(500, None), "retry"),

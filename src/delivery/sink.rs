@@ -52,7 +52,10 @@ impl HttpSink {
                     sink: cfg.name.clone(),
                     from: from.clone(),
                 };
-                let value = value.map(|v| v.trim().to_string()).filter(|v| !v.is_empty()).ok_or_else(bad)?;
+                let value = value
+                    .map(|v| v.trim().to_string())
+                    .filter(|v| !v.is_empty())
+                    .ok_or_else(bad)?;
                 let mut value = HeaderValue::from_str(&value).map_err(|_| bad())?;
                 value.set_sensitive(true);
                 Some((name, value))
@@ -107,7 +110,10 @@ impl HttpSink {
             },
             SinkMode::Structured => match serde_json::to_vec(&event) {
                 Ok(body) => req
-                    .header(reqwest::header::CONTENT_TYPE, "application/cloudevents+json; charset=utf-8")
+                    .header(
+                        reqwest::header::CONTENT_TYPE,
+                        "application/cloudevents+json; charset=utf-8",
+                    )
                     .body(body),
                 Err(e) => {
                     return Attempt::Unsendable(format!("encoding the CloudEvent: {e}"));

@@ -215,7 +215,11 @@ pub fn environment_of(cfg: &DetectConfig, app: &Application) -> Environment {
         })
         .unwrap_or_else(|| "in-cluster".to_string());
     let namespace = dest.namespace.as_deref().unwrap_or_default();
-    let namespace = if namespace.is_empty() { "default" } else { namespace };
+    let namespace = if namespace.is_empty() {
+        "default"
+    } else {
+        namespace
+    };
     Environment {
         id: format!("{cluster}/{namespace}"),
         name: namespace.to_string(),
@@ -349,7 +353,9 @@ fn applied(
                         subject_id: key.clone(),
                         environment: env.clone(),
                         artifact_id: Some(
-                            artifact.clone().unwrap_or_else(|| format!("pkg:generic/{}", app.name())),
+                            artifact
+                                .clone()
+                                .unwrap_or_else(|| format!("pkg:generic/{}", app.name())),
                         ),
                         description: None,
                         service_id: None,
@@ -382,7 +388,14 @@ fn applied(
         }
     }
 
-    incidents(app, &mut next, &mut events, &data, chain.as_ref(), observed_at);
+    incidents(
+        app,
+        &mut next,
+        &mut events,
+        &data,
+        chain.as_ref(),
+        observed_at,
+    );
     Detection {
         events,
         next: Some(next),
@@ -418,7 +431,8 @@ fn classify(app: &Application, prev: &AppState, newest: &HistoryEntry) -> Option
     match earlier.split_last() {
         Some((previous, older)) => {
             if previous.revision_key() == key {
-                (previous.all_sources() != newest.all_sources()).then_some(EventKind::ServiceUpgraded)
+                (previous.all_sources() != newest.all_sources())
+                    .then_some(EventKind::ServiceUpgraded)
             } else if older.iter().any(|h| h.revision_key() == key) {
                 Some(EventKind::ServiceRolledback)
             } else {
@@ -655,10 +669,19 @@ fn artifact_of(app: &Application, entry: &HistoryEntry) -> Option<String> {
     let revisions = entry.revision_list();
     let sources = entry.all_sources();
     let spec_sources = app.spec_sources();
-    let sources = if sources.is_empty() { spec_sources } else { sources };
+    let sources = if sources.is_empty() {
+        spec_sources
+    } else {
+        sources
+    };
     sources
         .iter()
-        .zip(revisions.iter().map(String::as_str).chain(std::iter::repeat("")))
+        .zip(
+            revisions
+                .iter()
+                .map(String::as_str)
+                .chain(std::iter::repeat("")),
+        )
         .find_map(|(s, r)| purl::source(s, r))
 }
 
@@ -688,13 +711,19 @@ fn custom_data(cfg: &DetectConfig, app: &Application) -> Value {
         obj.insert("revisions".into(), json!(sync_revisions));
     }
     if let Some(m) = &app.status.health.message {
-        obj.insert("health".into(), json!({"status": app.status.health.status, "message": m}));
+        obj.insert(
+            "health".into(),
+            json!({"status": app.status.health.status, "message": m}),
+        );
     }
     if !app.status.summary.images.is_empty() {
         obj.insert("images".into(), json!(app.status.summary.images));
     }
     if !app.status.summary.external_urls.is_empty() {
-        obj.insert("externalURLs".into(), json!(app.status.summary.external_urls));
+        obj.insert(
+            "externalURLs".into(),
+            json!(app.status.summary.external_urls),
+        );
     }
     if let Some(op) = &app.status.operation_state {
         let mut o = Map::new();

@@ -36,7 +36,11 @@ pub fn watch(client: Client, cfg: &KubeWatchConfig) -> BoxStream<'static, Source
     stream::select_all(streams).boxed()
 }
 
-fn one(api: Api<Application>, cfg: watcher::Config, scope: Scope) -> BoxStream<'static, SourceEvent> {
+fn one(
+    api: Api<Application>,
+    cfg: watcher::Config,
+    scope: Scope,
+) -> BoxStream<'static, SourceEvent> {
     let mut seen: Option<HashSet<String>> = None;
     watcher(api, cfg)
         .default_backoff()

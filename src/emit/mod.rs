@@ -27,9 +27,9 @@ pub struct Inventory {
 
 impl EnvironmentMembers for Inventory {
     fn others_in(&self, environment_id: &str, except_key: &str) -> usize {
-        self.members.get(environment_id).map_or(0, |m| {
-            m.len() - usize::from(m.contains(except_key))
-        })
+        self.members
+            .get(environment_id)
+            .map_or(0, |m| m.len() - usize::from(m.contains(except_key)))
     }
 }
 

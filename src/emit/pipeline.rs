@@ -49,7 +49,9 @@ impl Pipeline {
                 (a, _) => Change::Deleted(a.as_deref()),
             };
             let before = self.inventory.get(&key).cloned();
-            let detection = self.inventory.apply(&self.detect, &key, change, observed_at);
+            let detection = self
+                .inventory
+                .apply(&self.detect, &key, change, observed_at);
             if detection.next != before {
                 batch.states.push((key.clone(), detection.next.clone()));
             }

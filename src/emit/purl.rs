@@ -37,7 +37,8 @@ pub fn image(reference: &str) -> Option<String> {
         purl.with_version(d.to_string()).ok()?;
     }
     if let Some(loc) = location {
-        purl.add_qualifier("repository_url", format!("{loc}/{name}")).ok()?;
+        purl.add_qualifier("repository_url", format!("{loc}/{name}"))
+            .ok()?;
     }
     if let Some(t) = tag {
         purl.add_qualifier("tag", t.to_string()).ok()?;
@@ -53,7 +54,8 @@ pub fn source(source: &Source, revision: &str) -> Option<String> {
             purl.with_version(revision.to_string()).ok()?;
         }
         if !source.repo_url.is_empty() {
-            purl.add_qualifier("repository_url", source.repo_url.clone()).ok()?;
+            purl.add_qualifier("repository_url", source.repo_url.clone())
+                .ok()?;
         }
         return Some(purl.to_string());
     }
@@ -95,7 +97,10 @@ fn git(repo_url: &str, revision: &str, path: Option<&str>) -> Option<String> {
         };
         purl.add_qualifier("vcs_url", vcs).ok()?;
     }
-    if let Some(p) = path.map(|p| p.trim_matches('/')).filter(|p| !p.is_empty() && *p != ".") {
+    if let Some(p) = path
+        .map(|p| p.trim_matches('/'))
+        .filter(|p| !p.is_empty() && *p != ".")
+    {
         purl.with_subpath(p.to_string()).ok()?;
     }
     Some(purl.to_string())
@@ -116,7 +121,14 @@ mod tests {
 
     /// (type, namespace, name, version, sorted qualifiers, subpath) of a purl, parsed back
     /// with the purl parser: the comparison is on meaning, not on percent-encoding choices.
-    type Parts = (String, Option<String>, String, Option<String>, Vec<(String, String)>, Option<String>);
+    type Parts = (
+        String,
+        Option<String>,
+        String,
+        Option<String>,
+        Vec<(String, String)>,
+        Option<String>,
+    );
 
     fn parts(purl: &str) -> Parts {
         let p: PackageUrl = purl.parse().unwrap_or_else(|e| panic!("{purl}: {e}"));
@@ -144,9 +156,19 @@ mod tests {
         q: &[(&str, &str)],
         sub: Option<&str>,
     ) -> Parts {
-        let mut q: Vec<(String, String)> = q.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let mut q: Vec<(String, String)> = q
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         q.sort();
-        (ty.into(), ns.map(Into::into), name.into(), version.map(Into::into), q, sub.map(Into::into))
+        (
+            ty.into(),
+            ns.map(Into::into),
+            name.into(),
+            version.map(Into::into),
+            q,
+            sub.map(Into::into),
+        )
     }
 
     #[test]
@@ -155,12 +177,29 @@ mod tests {
         let cases = [
             (
                 format!("ghcr.io/acme/api:1.2.3@{digest}"),
-                want("oci", None, "api", Some(digest), &[("repository_url", "ghcr.io/acme/api"), ("tag", "1.2.3")], None),
+                want(
+                    "oci",
+                    None,
+                    "api",
+                    Some(digest),
+                    &[("repository_url", "ghcr.io/acme/api"), ("tag", "1.2.3")],
+                    None,
+                ),
             ),
-            ("nginx:1.25".to_string(), want("oci", None, "nginx", None, &[("tag", "1.25")], None)),
+            (
+                "nginx:1.25".to_string(),
+                want("oci", None, "nginx", None, &[("tag", "1.25")], None),
+            ),
             (
                 "registry.local:5000/team/App".to_string(),
-                want("oci", None, "app", None, &[("repository_url", "registry.local:5000/team/App")], None),
+                want(
+                    "oci",
+                    None,
+                    "app",
+                    None,
+                    &[("repository_url", "registry.local:5000/team/App")],
+                    None,
+                ),
             ),
         ];
         for (input, expected) in cases {
@@ -176,9 +215,20 @@ mod tests {
         let vcs = format!("git+https://gitlab.example.com/group/sub/repo.git@{rev}");
         let cases = [
             (
-                src("https://github.com/argoproj/argocd-example-apps.git", Some("guestbook"), None),
+                src(
+                    "https://github.com/argoproj/argocd-example-apps.git",
+                    Some("guestbook"),
+                    None,
+                ),
                 rev,
-                want("github", Some("argoproj"), "argocd-example-apps", Some(rev), &[], Some("guestbook")),
+                want(
+                    "github",
+                    Some("argoproj"),
+                    "argocd-example-apps",
+                    Some(rev),
+                    &[],
+                    Some("guestbook"),
+                ),
             ),
             (
                 src("git@bitbucket.org:team/repo.git", None, None),
@@ -186,9 +236,20 @@ mod tests {
                 want("bitbucket", Some("team"), "repo", Some(rev), &[], None),
             ),
             (
-                src("https://gitlab.example.com/group/sub/repo.git", Some("."), None),
+                src(
+                    "https://gitlab.example.com/group/sub/repo.git",
+                    Some("."),
+                    None,
+                ),
                 rev,
-                want("generic", None, "repo", Some(rev), &[("vcs_url", vcs.as_str())], None),
+                want(
+                    "generic",
+                    None,
+                    "repo",
+                    Some(rev),
+                    &[("vcs_url", vcs.as_str())],
+                    None,
+                ),
             ),
             (
                 src("https://charts.bitnami.com/bitnami", None, Some("redis")),
@@ -204,7 +265,8 @@ mod tests {
             ),
         ];
         for (i, (source, revision, expected)) in cases.iter().enumerate() {
-            let got = super::source(source, revision).unwrap_or_else(|| panic!("case {i}: no purl"));
+            let got =
+                super::source(source, revision).unwrap_or_else(|| panic!("case {i}: no purl"));
             assert!(!got.starts_with("pkg:git/"), "{got}");
             assert_eq!(&parts(&got), expected, "case {i}: {got}");
         }

@@ -28,5 +28,8 @@ pub enum SourceEvent {
     Applied(Box<Application>),
     Deleted(Box<Application>),
     /// A full (re-)list of `scope` ended; recorded apps in scope not in `seen` are gone.
-    ListComplete { scope: Scope, seen: HashSet<String> },
+    ListComplete {
+        scope: Scope,
+        seen: HashSet<String>,
+    },
 }

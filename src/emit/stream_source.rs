@@ -194,7 +194,11 @@ impl StreamSource {
             .await;
 
         // Follow.
-        let accept = if self.sse { "text/event-stream" } else { "application/json" };
+        let accept = if self.sse {
+            "text/event-stream"
+        } else {
+            "application/json"
+        };
         let mut req = self
             .request("/api/v1/stream/applications")
             .header(reqwest::header::ACCEPT, accept);
@@ -285,7 +289,10 @@ pub fn parse_line(line: &str) -> Result<Option<SourceEvent>, StreamError> {
     }
     let json = match line.strip_prefix("data:") {
         Some(rest) => rest.trim_start(),
-        None if line.starts_with("event:") || line.starts_with("id:") || line.starts_with("retry:") => {
+        None if line.starts_with("event:")
+            || line.starts_with("id:")
+            || line.starts_with("retry:") =>
+        {
             return Ok(None);
         }
         None => line,
@@ -354,7 +361,10 @@ mod tests {
             }
         }
         let deleted = format!(r#"{{"result":{{"type":"DELETED","application":{app}}}}}"#);
-        assert!(matches!(parse_line(&deleted), Ok(Some(SourceEvent::Deleted(_)))));
+        assert!(matches!(
+            parse_line(&deleted),
+            Ok(Some(SourceEvent::Deleted(_)))
+        ));
         for skip in ["", ":", ": keep-alive", "event: message", "\r"] {
             assert!(matches!(parse_line(skip), Ok(None)), "{skip:?}");
         }

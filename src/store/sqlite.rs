@@ -1,9 +1,7 @@
 //! The SQLite store: one file, WAL journal, `synchronous=FULL` (a committed event survives a
 //! crash or power loss), one writer at a time with a busy timeout.
 
-use super::{
-    EmitBatch, IncidentRow, OutboxCount, OutboxFilter, OutboxRow, Store, StoreError,
-};
+use super::{EmitBatch, IncidentRow, OutboxCount, OutboxFilter, OutboxRow, Store, StoreError};
 use crate::emit::detect::AppState;
 use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
@@ -240,7 +238,11 @@ impl Store for SqliteStore {
         Ok(sqlx::query_as(sql)
             .bind(filter.status.map(|s| s.as_str()))
             .bind(filter.sink.as_deref())
-            .bind(if filter.limit > 0 { filter.limit } else { i64::MAX })
+            .bind(if filter.limit > 0 {
+                filter.limit
+            } else {
+                i64::MAX
+            })
             .fetch_all(&self.pool)
             .await?)
     }
@@ -280,11 +282,13 @@ impl Store for SqliteStore {
     }
 
     async fn prune_delivered(&self, before_ms: i64) -> Result<u64, StoreError> {
-        Ok(sqlx::query("DELETE FROM outbox WHERE status = 'delivered' AND updated_at < $1")
-            .bind(before_ms)
-            .execute(&self.pool)
-            .await?
-            .rows_affected())
+        Ok(
+            sqlx::query("DELETE FROM outbox WHERE status = 'delivered' AND updated_at < $1")
+                .bind(before_ms)
+                .execute(&self.pool)
+                .await?
+                .rows_affected(),
+        )
     }
 
     async fn open_incidents(&self) -> Result<Vec<IncidentRow>, StoreError> {

@@ -40,9 +40,15 @@ fn cfg() -> DetectConfig {
 
 /// The state the gateway would have recorded from `app` at an earlier observation.
 fn recorded(app: &Application) -> AppState {
-    detect(&cfg(), None, Change::Applied(app), &Envs::default(), OBSERVED)
-        .next
-        .unwrap_or_default()
+    detect(
+        &cfg(),
+        None,
+        Change::Applied(app),
+        &Envs::default(),
+        OBSERVED,
+    )
+    .next
+    .unwrap_or_default()
 }
 
 fn push_history(app: &mut Application, revision: &str) {
@@ -76,7 +82,13 @@ fn mapping_table() {
         ),
         (
             "first sight in an environment that already has apps",
-            Box::new(|| (None, velero(), Envs([("gke-alpha-01-europe-west1/test-lla".to_string(), 2)].into()))),
+            Box::new(|| {
+                (
+                    None,
+                    velero(),
+                    Envs([("gke-alpha-01-europe-west1/test-lla".to_string(), 2)].into()),
+                )
+            }),
             vec![],
         ),
         (
@@ -113,7 +125,10 @@ fn mapping_table() {
                 if let Some(h) = app.status.history.last_mut()
                     && let Some(s) = h.source.as_mut()
                 {
-                    s.rest.insert("helm".into(), serde_json::json!({"parameters": [{"name": "replicas", "value": "3"}]}));
+                    s.rest.insert(
+                        "helm".into(),
+                        serde_json::json!({"parameters": [{"name": "replicas", "value": "3"}]}),
+                    );
                 }
                 (Some(before), app, Envs::default())
             }),
@@ -148,7 +163,10 @@ fn mapping_table() {
                 let mut app = velero();
                 push_history(&mut app, new_rev);
                 if let Some(op) = app.status.operation_state.as_mut() {
-                    op.operation.info.push(Info { name: INFO_ACTION.into(), value: "rollback".into() });
+                    op.operation.info.push(Info {
+                        name: INFO_ACTION.into(),
+                        value: "rollback".into(),
+                    });
                 }
                 (Some(before), app, Envs::default())
             }),
@@ -171,7 +189,11 @@ fn mapping_table() {
                 let mut before = recorded(&app);
                 before.last_history_id = None;
                 let mut now = app.clone();
-                now.status.history.push(HistoryEntry { id: 0, revision: Some("a".repeat(40)), ..Default::default() });
+                now.status.history.push(HistoryEntry {
+                    id: 0,
+                    revision: Some("a".repeat(40)),
+                    ..Default::default()
+                });
                 (Some(before), now, Envs::default())
             }),
             vec![],
@@ -309,7 +331,11 @@ fn mapping_table() {
                     .labels
                     .get_or_insert_default()
                     .insert("cdevents.dev/environment".into(), "production".into());
-                (Some(before), app, Envs([("production".to_string(), 1)].into()))
+                (
+                    Some(before),
+                    app,
+                    Envs([("production".to_string(), 1)].into()),
+                )
             }),
             vec![EnvironmentDeleted],
         ),
@@ -327,10 +353,22 @@ fn mapping_table() {
 
     for (name, build, want) in cases {
         let (prev, app, envs) = build();
-        let d = detect(&cfg(), prev.as_ref(), Change::Applied(&app), &envs, OBSERVED);
+        let d = detect(
+            &cfg(),
+            prev.as_ref(),
+            Change::Applied(&app),
+            &envs,
+            OBSERVED,
+        );
         assert_eq!(kinds(&d), want, "{name}");
         // Determinism: the same inputs give the same events, ids included.
-        let again = detect(&cfg(), prev.as_ref(), Change::Applied(&app), &envs, OBSERVED);
+        let again = detect(
+            &cfg(),
+            prev.as_ref(),
+            Change::Applied(&app),
+            &envs,
+            OBSERVED,
+        );
         assert_eq!(d, again, "{name}: not deterministic");
     }
 }
@@ -340,11 +378,36 @@ fn deletion_table() {
     use EventKind::*;
     let mut sick = velero();
     sick.status.health.status = "Degraded".into();
-    let cases: Vec<(&str, Option<AppState>, bool, usize, Vec<EventKind>)> = vec![
-        ("last app of its environment", Some(recorded(&velero())), true, 0, vec![ServiceRemoved, EnvironmentDeleted]),
-        ("other apps remain in the environment", Some(recorded(&velero())), true, 1, vec![ServiceRemoved]),
-        ("gone from a re-list (no object)", Some(recorded(&velero())), false, 0, vec![ServiceRemoved, EnvironmentDeleted]),
-        ("open incidents are resolved first", Some(recorded(&sick)), true, 1, vec![IncidentResolved, ServiceRemoved]),
+    type Row = (&'static str, Option<AppState>, bool, usize, Vec<EventKind>);
+    let cases: Vec<Row> = vec![
+        (
+            "last app of its environment",
+            Some(recorded(&velero())),
+            true,
+            0,
+            vec![ServiceRemoved, EnvironmentDeleted],
+        ),
+        (
+            "other apps remain in the environment",
+            Some(recorded(&velero())),
+            true,
+            1,
+            vec![ServiceRemoved],
+        ),
+        (
+            "gone from a re-list (no object)",
+            Some(recorded(&velero())),
+            false,
+            0,
+            vec![ServiceRemoved, EnvironmentDeleted],
+        ),
+        (
+            "open incidents are resolved first",
+            Some(recorded(&sick)),
+            true,
+            1,
+            vec![IncidentResolved, ServiceRemoved],
+        ),
         ("never recorded: nothing to say", None, true, 0, vec![]),
     ];
     let app = velero();
@@ -364,25 +427,52 @@ fn deploy_events_carry_argo_cd_facts() {
     push_history(&mut app, "1111111111111111111111111111111111111111");
     if let Some(op) = app.status.operation_state.as_mut() {
         op.operation.info = vec![
-            Info { name: INFO_CHAIN_ID.into(), value: "chain-1".into() },
-            Info { name: INFO_TRIGGER_ID.into(), value: "trigger-1".into() },
+            Info {
+                name: INFO_CHAIN_ID.into(),
+                value: "chain-1".into(),
+            },
+            Info {
+                name: INFO_TRIGGER_ID.into(),
+                value: "trigger-1".into(),
+            },
         ];
     }
-    let d = detect(&cfg(), Some(&before), Change::Applied(&app), &Envs::default(), OBSERVED);
-    let [e] = d.events.as_slice() else { panic!("{:?}", kinds(&d)) };
+    let d = detect(
+        &cfg(),
+        Some(&before),
+        Change::Applied(&app),
+        &Envs::default(),
+        OBSERVED,
+    );
+    let [e] = d.events.as_slice() else {
+        panic!("{:?}", kinds(&d))
+    };
     assert_eq!(e.subject_id, "argo-cd/velero-test");
     assert_eq!(e.environment.id, "gke-alpha-01-europe-west1/test-lla");
-    assert_eq!(e.timestamp, "2024-03-06T00:00:24Z", "deployedAt of the new entry");
-    assert_eq!(e.artifact_id.as_deref(), Some("pkg:oci/nginx?tag=latest"), "from status.summary.images");
+    assert_eq!(
+        e.timestamp, "2024-03-06T00:00:24Z",
+        "deployedAt of the new entry"
+    );
+    assert_eq!(
+        e.artifact_id.as_deref(),
+        Some("pkg:oci/nginx?tag=latest"),
+        "from status.summary.images"
+    );
     assert_eq!(
         e.chain,
-        Some(Chain { chain_id: Some("chain-1".into()), trigger_id: Some("trigger-1".into()) })
+        Some(Chain {
+            chain_id: Some("chain-1".into()),
+            trigger_id: Some("trigger-1".into())
+        })
     );
     let data = &e.custom_data;
     assert_eq!(data["application"]["project"], "sre");
     assert_eq!(data["historyId"], 24);
     assert_eq!(data["labels"]["project"], "sre", "configured label copied");
-    assert!(data["labels"].get("foo").is_none(), "unconfigured label not copied");
+    assert!(
+        data["labels"].get("foo").is_none(),
+        "unconfigured label not copied"
+    );
     assert_eq!(data["health"]["status"], "Healthy");
     let next = d.next.unwrap_or_default();
     assert_eq!(next.last_history_id, Some(24));
@@ -402,14 +492,31 @@ fn multi_source_apps_get_a_purl_for_their_first_source_revision() {
         deployed_at: Some("2018-09-21T23:50:29Z".into()),
         ..Default::default()
     });
-    let d = detect(&cfg(), Some(&before), Change::Applied(&now), &Envs::default(), OBSERVED);
-    let [e] = d.events.as_slice() else { panic!("{:?}", kinds(&d)) };
+    let d = detect(
+        &cfg(),
+        Some(&before),
+        Change::Applied(&now),
+        &Envs::default(),
+        OBSERVED,
+    );
+    let [e] = d.events.as_slice() else {
+        panic!("{:?}", kinds(&d))
+    };
     assert_eq!(e.kind, EventKind::ServiceDeployed);
     assert_eq!(
         e.artifact_id.as_deref(),
-        Some(format!("pkg:github/argoproj/argocd-example-apps@{}#some/path", "a".repeat(40)).as_str())
+        Some(
+            format!(
+                "pkg:github/argoproj/argocd-example-apps@{}#some/path",
+                "a".repeat(40)
+            )
+            .as_str()
+        )
     );
-    assert_eq!(e.custom_data["revisions"], serde_json::json!(["a".repeat(40), "b".repeat(40), "c".repeat(40)]));
+    assert_eq!(
+        e.custom_data["revisions"],
+        serde_json::json!(["a".repeat(40), "b".repeat(40), "c".repeat(40)])
+    );
 }
 
 #[test]
@@ -419,9 +526,21 @@ fn an_incident_keeps_its_subject_id_from_detected_to_resolved() {
     sick.status.health.status = "Degraded".into();
     sick.status.health.message = Some("back-off restarting failed container".into());
     let s0 = recorded(&healthy);
-    let d1 = detect(&cfg(), Some(&s0), Change::Applied(&sick), &Envs::default(), OBSERVED);
+    let d1 = detect(
+        &cfg(),
+        Some(&s0),
+        Change::Applied(&sick),
+        &Envs::default(),
+        OBSERVED,
+    );
     let s1 = d1.next.clone().unwrap_or_default();
-    let d2 = detect(&cfg(), Some(&s1), Change::Applied(&healthy), &Envs::default(), OBSERVED);
+    let d2 = detect(
+        &cfg(),
+        Some(&s1),
+        Change::Applied(&healthy),
+        &Envs::default(),
+        OBSERVED,
+    );
     let (open, close) = (&d1.events[0], &d2.events[0]);
     assert_eq!(open.kind, EventKind::IncidentDetected);
     assert_eq!(close.kind, EventKind::IncidentResolved);
@@ -434,7 +553,13 @@ fn an_incident_keeps_its_subject_id_from_detected_to_resolved() {
     assert_eq!(open.service_id.as_deref(), Some("argo-cd/velero-test"));
     // A second, later degradation is a new incident.
     let s2 = d2.next.unwrap_or_default();
-    let d3 = detect(&cfg(), Some(&s2), Change::Applied(&sick), &Envs::default(), OBSERVED);
+    let d3 = detect(
+        &cfg(),
+        Some(&s2),
+        Change::Applied(&sick),
+        &Envs::default(),
+        OBSERVED,
+    );
     assert_ne!(d3.events[0].subject_id, open.subject_id);
 }
 
@@ -443,6 +568,16 @@ fn pending_operation_fixture_parses_and_is_not_a_deploy() {
     let app = fixture("application-pending-operation-dryrun.yaml");
     assert!(app.operation.is_some(), "top-level .operation is read");
     let before = recorded(&app);
-    let d = detect(&cfg(), Some(&before), Change::Applied(&app), &Envs::default(), OBSERVED);
-    assert!(kinds(&d).iter().all(|k| !matches!(k, EventKind::ServiceDeployed | EventKind::ServiceUpgraded)));
+    let d = detect(
+        &cfg(),
+        Some(&before),
+        Change::Applied(&app),
+        &Envs::default(),
+        OBSERVED,
+    );
+    assert!(
+        kinds(&d)
+            .iter()
+            .all(|k| !matches!(k, EventKind::ServiceDeployed | EventKind::ServiceUpgraded))
+    );
 }
