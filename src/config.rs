@@ -16,7 +16,7 @@ use std::time::Duration;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Config {
-    /// Address the HTTP server listens on (`/healthz`, `/readyz`, `/metrics`, events).
+    /// Address the HTTP server listens on (`/healthz`, `/readyz`, `/metrics`).
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
     /// Where state, outbox and incidents are kept: `sqlite://PATH` or `postgres://...`.
@@ -346,11 +346,11 @@ impl<'de> Deserialize<'de> for HttpUrl {
     }
 }
 
-/// Where the store lives.
+/// Where the store lives. Only SQLite exists in this version; `postgres://` URLs are
+/// refused with a message saying so.
 #[derive(Clone, PartialEq, Eq)]
 pub enum StoreUrl {
     Sqlite(String),
-    Postgres(String),
 }
 
 impl Default for StoreUrl {
@@ -363,14 +363,6 @@ impl fmt::Debug for StoreUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             StoreUrl::Sqlite(u) => write!(f, "{u}"),
-            // A PostgreSQL URL may carry a password.
-            StoreUrl::Postgres(u) => match reqwest::Url::parse(u) {
-                Ok(mut url) => {
-                    let _ = url.set_password(None);
-                    write!(f, "{url}")
-                }
-                Err(_) => f.write_str("postgres://…"),
-            },
         }
     }
 }
@@ -389,7 +381,7 @@ impl std::str::FromStr for StoreUrl {
             }
             Ok(StoreUrl::Sqlite(s.to_string()))
         } else if s.starts_with("postgres://") || s.starts_with("postgresql://") {
-            Ok(StoreUrl::Postgres(s.to_string()))
+            Err("the PostgreSQL store is not available in this version; use sqlite://PATH".into())
         } else {
             Err(format!(
                 "store URL {:?} is neither sqlite://PATH nor postgres://…",
@@ -486,11 +478,30 @@ impl Config {
                 ));
             }
         }
+        let namespaces = &self.emit.watch.kubernetes.namespaces;
+        for (i, ns) in namespaces.iter().enumerate() {
+            if ns.trim().is_empty() {
+                return Err(format!(
+                    "emit.watch.kubernetes.namespaces[{i}]: must not be empty"
+                ));
+            }
+            if namespaces[..i].contains(ns) {
+                return Err(format!(
+                    "emit.watch.kubernetes.namespaces[{i}]: {ns:?} is listed twice"
+                ));
+            }
+        }
         if self.delivery.concurrency == 0 {
             return Err("delivery.concurrency: must be at least 1".into());
         }
         if self.delivery.initial_backoff.0 > self.delivery.max_backoff.0 {
             return Err("delivery.initialBackoff: must not exceed delivery.maxBackoff".into());
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+            return Err(format!(
+                "log.level: {:?} is not a level or tracing filter: {e}",
+                self.log.level
+            ));
         }
         if self.emit.source.trim().is_empty() {
             return Err("emit.source: must not be empty".into());
@@ -569,7 +580,7 @@ mod tests {
             "gw.yaml",
             r#"
 listen: 127.0.0.1:9999
-store: postgres://gw:secret@db:5432/gw
+store: sqlite:///var/lib/gw/gw.db
 emit:
   specVersion: "0.4.1"
   source: /argocd/prod
@@ -590,8 +601,10 @@ sinks:
         assert_eq!(cfg.delivery.initial_backoff.0, Duration::from_millis(100));
         assert_eq!(cfg.sinks[0].mode, SinkMode::Structured);
         assert_eq!(cfg.emit.watch.kubernetes.namespaces, vec!["argocd", "apps"]);
-        // the password never shows
-        assert!(!format!("{:?}", cfg.store).contains("secret"));
+        assert_eq!(
+            cfg.store,
+            StoreUrl::Sqlite("sqlite:///var/lib/gw/gw.db".into())
+        );
     }
 
     #[test]
@@ -607,6 +620,11 @@ sinks:
                 &["gw.yaml:2", "invalid duration"],
             ),
             ("store: mysql://x\n", &["gw.yaml:1", "neither sqlite"]),
+            (
+                "store: postgres://db/gw\n",
+                &["gw.yaml:1", "PostgreSQL store is not available"],
+            ),
+            ("log: {level: \"info,[\"}\n", &["gw.yaml", "log.level"]),
             (
                 "sinks:\n  - name: a\n    url: ftp://x\n",
                 &["gw.yaml:3", "scheme \"ftp\""],

@@ -31,15 +31,15 @@ pub fn process_env() -> Env {
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
-    #[error("opening the store: {0}")]
+    #[error("opening the store")]
     Store(#[from] store::StoreError),
     #[error(transparent)]
     Sink(#[from] delivery::sink::SinkError),
-    #[error("argo CD stream source: {0}")]
+    #[error("Argo CD stream source")]
     Stream(#[from] crate::emit::stream_source::StreamError),
     #[error("kubernetes client: {0}")]
     Kube(String),
-    #[error("HTTP server: {0}")]
+    #[error("HTTP server")]
     Serve(#[from] std::io::Error),
     #[error("building the HTTP client: {0}")]
     Client(reqwest::Error),
@@ -64,8 +64,11 @@ pub async fn run(
     tracing::info!(apps = states.len(), store = ?config.store, "store opened");
 
     // Sinks and their workers.
+    // No redirects: a 3xx is the sink's answer (dead letter), never a silent GET elsewhere
+    // that would take the auth header along.
     let client = reqwest::Client::builder()
         .timeout(config.delivery.timeout.0)
+        .redirect(reqwest::redirect::Policy::none())
         .build()
         .map_err(RunError::Client)?;
     let mut workers = JoinSet::new();
@@ -73,6 +76,7 @@ pub async fn run(
     let work_stop = CancellationToken::new();
     for sink_cfg in &config.sinks {
         let sink = Arc::new(HttpSink::new(sink_cfg, client.clone(), &|k| env(k))?);
+        metrics::init_sink(&sink_cfg.name);
         let notify = Arc::new(Notify::new());
         routes.push(Route {
             sink: sink_cfg.name.clone(),
@@ -103,12 +107,14 @@ pub async fn run(
     let source = match config.emit.watch.kind {
         WatchKind::None => None,
         WatchKind::Kubernetes => {
+            metrics::init_watch("kubernetes");
             let client = kube::Client::try_default()
                 .await
                 .map_err(|e| RunError::Kube(e.to_string()))?;
             Some(kube_source::watch(client, &config.emit.watch.kubernetes))
         }
         WatchKind::Argocd => {
+            metrics::init_watch("argocd");
             let src = StreamSource::from_config(&config.emit.watch.argocd, &|k| env(k))?;
             Some(src.watch(work_stop.clone()))
         }

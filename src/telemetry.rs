@@ -119,6 +119,26 @@ pub mod metrics {
         out
     }
 
+    /// Create the per-sink series at zero, so they exist (and `rate()` works) before the
+    /// first event.
+    pub fn init_sink(sink: &str) {
+        let m = get();
+        for result in ["delivered", "retry", "dead"] {
+            m.deliveries.get_or_create(&vec![
+                ("sink", sink.to_string()),
+                ("result", result.to_string()),
+            ]);
+        }
+        outbox(sink, 0, 0);
+    }
+
+    /// Create the watch-restart series of `source` at zero.
+    pub fn init_watch(source: &'static str) {
+        get()
+            .watch_restarts
+            .get_or_create(&vec![("source", source.to_string())]);
+    }
+
     pub fn emitted(ty: &str) {
         get()
             .emitted

@@ -21,8 +21,11 @@ const APPS: [&str; 3] = ["shop", "search", "billing"];
 
 /// The life fixture, renamed for one app: (watch type, object) per step.
 fn life_of(name: &str) -> Vec<(String, Value)> {
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/life-of-an-app.jsonl"))
-        .unwrap_or_else(|e| panic!("{e}"));
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/life-of-an-app.jsonl"
+    ))
+    .unwrap_or_else(|e| panic!("{e}"));
     text.lines()
         .map(|l| {
             let mut v: Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}"));
@@ -30,7 +33,10 @@ fn life_of(name: &str) -> Vec<(String, Value)> {
             obj["metadata"]["name"] = Value::from(name);
             obj["metadata"]["uid"] = Value::from(format!("uid-{name}"));
             obj["spec"]["destination"]["namespace"] = Value::from(format!("{name}-prod"));
-            (v["type"].as_str().unwrap_or_default().to_string(), v["object"].take())
+            (
+                v["type"].as_str().unwrap_or_default().to_string(),
+                v["object"].take(),
+            )
         })
         .collect()
 }
@@ -46,7 +52,10 @@ fn expected(name: &str) -> Vec<(String, Value)> {
         std::io::Cursor::new(lines.join("\n")),
         SpecVersion::V0_5_1,
         SOURCE,
-        &DetectConfig { environment_label: Some("cdevents.dev/environment".into()), custom_data_labels: vec![] },
+        &DetectConfig {
+            environment_label: Some("cdevents.dev/environment".into()),
+            custom_data_labels: vec![],
+        },
         "2026-01-01T00:00:00Z",
         |ev| {
             out.push((ev.id, ev.body));
@@ -104,78 +113,156 @@ async fn failures_of_every_kind_lose_nothing_and_keep_per_app_order() {
         main.url(),
         audit.url()
     );
-    let mut gw = Gateway::start(dir.path(), "gw", &config(&fake, &sinks), &store, &[("ARGOCD_AUTH_TOKEN", TOKEN), ("AUDIT_TOKEN", "Bearer audit-secret")]);
+    let mut gw = Gateway::start(
+        dir.path(),
+        "gw",
+        &config(&fake, &sinks),
+        &store,
+        &[
+            ("ARGOCD_AUTH_TOKEN", TOKEN),
+            ("AUDIT_TOKEN", "Bearer audit-secret"),
+        ],
+    );
     tokio::time::timeout(Duration::from_secs(30), fake.wait_streams(1))
         .await
         .unwrap_or_else(|_| panic!("gateway never opened the stream:\n{}", gw.log_text()));
     feed(&fake);
 
-    let want: HashMap<&str, Vec<(String, Value)>> = APPS.iter().map(|a| (*a, expected(a))).collect();
+    let want: HashMap<&str, Vec<(String, Value)>> =
+        APPS.iter().map(|a| (*a, expected(a))).collect();
     let total: usize = want.values().map(Vec::len).sum();
     let published: Vec<String> = want
         .values()
         .flatten()
-        .filter(|(_, b)| b["context"]["type"].as_str().unwrap_or_default().contains("service.published"))
+        .filter(|(_, b)| {
+            b["context"]["type"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("service.published")
+        })
         .map(|(id, _)| id.clone())
         .collect();
     assert_eq!(published.len(), 3);
 
     // Halfway, the receiver goes down until the gateway has seen the connection refused.
-    main.wait_for("10 accepted events", Duration::from_secs(30), |log| log.iter().filter(|r| r.status == 202).count() >= 10).await;
+    main.wait_for("10 accepted events", Duration::from_secs(30), |log| {
+        log.iter().filter(|r| r.status == 202).count() >= 10
+    })
+    .await;
     main.down().await;
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let refused = outbox(&store, &["--status", "pending"])
-            .iter()
-            .any(|r| r["lastError"].as_str().unwrap_or_default().starts_with("transport"));
+        let refused = outbox(&store, &["--status", "pending"]).iter().any(|r| {
+            r["lastError"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with("transport")
+        });
         if refused {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "the gateway never hit the closed port:\n{}", gw.log_text());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the gateway never hit the closed port:\n{}",
+            gw.log_text()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     main.up().await;
 
-    main.wait_for("every event but the refused ones", Duration::from_secs(60), |log| {
-        let accepted: Vec<&String> = log.iter().filter(|r| r.status == 202).map(|r| &r.id).collect();
-        want.values().flatten().filter(|(id, _)| !published.contains(id)).all(|(id, _)| accepted.contains(&id))
-    })
+    main.wait_for(
+        "every event but the refused ones",
+        Duration::from_secs(60),
+        |log| {
+            let accepted: Vec<&String> = log
+                .iter()
+                .filter(|r| r.status == 202)
+                .map(|r| &r.id)
+                .collect();
+            want.values()
+                .flatten()
+                .filter(|(id, _)| !published.contains(id))
+                .all(|(id, _)| accepted.contains(&id))
+        },
+    )
     .await;
 
     let accepted = main.accepted();
     for (app, events) in &want {
-        let ids: Vec<String> = events.iter().map(|(id, _)| id.clone()).filter(|id| !published.contains(id)).collect();
-        assert_eq!(first_occurrences(&accepted, &ids), ids, "{app}: per-app order");
+        let ids: Vec<String> = events
+            .iter()
+            .map(|(id, _)| id.clone())
+            .filter(|id| !published.contains(id))
+            .collect();
+        assert_eq!(
+            first_occurrences(&accepted, &ids),
+            ids,
+            "{app}: per-app order"
+        );
         for (id, body) in events.iter().filter(|(id, _)| !published.contains(id)) {
             let got = accepted.iter().find(|r| &r.id == id).map(|r| &r.body);
             assert_eq!(got, Some(body), "{app}: body of {id} differs from replay");
         }
     }
-    assert!(accepted.iter().all(|r| r.mode == "binary" && r.source == SOURCE));
+    assert!(
+        accepted
+            .iter()
+            .all(|r| r.mode == "binary" && r.source == SOURCE)
+    );
 
     // The 429's Retry-After (1 s) was honoured for that event.
     let log = main.log();
-    let limited = log.iter().find(|r| r.status == 429).unwrap_or_else(|| panic!("no 429 served"));
-    let retried = log.iter().find(|r| r.id == limited.id && r.at > limited.at).unwrap_or_else(|| panic!("429'd event never retried"));
-    assert!(retried.at.duration_since(limited.at) >= Duration::from_millis(950), "retried after {:?}", retried.at.duration_since(limited.at));
+    let limited = log
+        .iter()
+        .find(|r| r.status == 429)
+        .unwrap_or_else(|| panic!("no 429 served"));
+    let retried = log
+        .iter()
+        .find(|r| r.id == limited.id && r.at > limited.at)
+        .unwrap_or_else(|| panic!("429'd event never retried"));
+    assert!(
+        retried.at.duration_since(limited.at) >= Duration::from_millis(950),
+        "retried after {:?}",
+        retried.at.duration_since(limited.at)
+    );
     // 500s were retried with the same id.
-    let first_500 = log.iter().find(|r| r.status == 500).map(|r| r.id.clone()).unwrap_or_default();
+    let first_500 = log
+        .iter()
+        .find(|r| r.status == 500)
+        .map(|r| r.id.clone())
+        .unwrap_or_default();
     assert!(accepted.iter().any(|r| r.id == first_500));
 
     // The 400s are dead letters, listed; the apps' later events went through anyway.
     let dead = outbox(&store, &["--status", "dead"]);
-    let mut dead_ids: Vec<String> = dead.iter().map(|r| r["eventId"].as_str().unwrap_or_default().to_string()).collect();
+    let mut dead_ids: Vec<String> = dead
+        .iter()
+        .map(|r| r["eventId"].as_str().unwrap_or_default().to_string())
+        .collect();
     dead_ids.sort();
     let mut want_dead = published.clone();
     want_dead.sort();
     assert_eq!(dead_ids, want_dead);
-    assert!(dead.iter().all(|r| r["lastError"] == "HTTP 400" && r["sink"] == "main"));
+    assert!(
+        dead.iter()
+            .all(|r| r["lastError"] == "HTTP 400" && r["sink"] == "main")
+    );
 
     // The audit sink got only incidents, structured, with its auth header.
-    audit.wait_for("all incident events", Duration::from_secs(30), |log| log.iter().filter(|r| r.status == 202).count() >= 18).await;
+    audit
+        .wait_for("all incident events", Duration::from_secs(30), |log| {
+            log.iter().filter(|r| r.status == 202).count() >= 18
+        })
+        .await;
     let a = audit.accepted();
-    assert!(a.iter().all(|r| r.ty.starts_with("dev.cdevents.incident.") && r.mode == "structured"));
-    assert!(a.iter().all(|r| r.authorization.as_deref() == Some("Bearer audit-secret")));
+    assert!(
+        a.iter()
+            .all(|r| r.ty.starts_with("dev.cdevents.incident.") && r.mode == "structured")
+    );
+    assert!(
+        a.iter()
+            .all(|r| r.authorization.as_deref() == Some("Bearer audit-secret"))
+    );
 
     // Re-drive the dead letters once the receiver accepts them.
     main.clear_refusals();
@@ -183,11 +270,17 @@ async fn failures_of_every_kind_lose_nothing_and_keep_per_app_order() {
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(stdout.trim(), "re-queued 3 dead-lettered event(s)");
     main.wait_for("re-driven events", Duration::from_secs(30), |log| {
-        published.iter().all(|id| log.iter().any(|r| &r.id == id && r.status == 202))
+        published
+            .iter()
+            .all(|id| log.iter().any(|r| &r.id == id && r.status == 202))
     })
     .await;
     assert!(outbox(&store, &["--status", "dead"]).is_empty());
-    assert_eq!(outbox(&store, &[]).len(), total + 18, "one row per event per sink that wants it");
+    assert_eq!(
+        outbox(&store, &[]).len(),
+        total + 18,
+        "one row per event per sink that wants it"
+    );
 
     // SIGTERM: a clean, drained exit.
     assert_eq!(gw.terminate(), Some(0), "{}", gw.log_text());
@@ -208,34 +301,56 @@ async fn sigkill_mid_delivery_then_restart_delivers_everything_once_more_at_most
         .await
         .unwrap_or_else(|_| panic!("gateway never opened the stream:\n{}", gw.log_text()));
     feed(&fake);
-    let want: HashMap<&str, Vec<(String, Value)>> = APPS.iter().map(|a| (*a, expected(a))).collect();
+    let want: HashMap<&str, Vec<(String, Value)>> =
+        APPS.iter().map(|a| (*a, expected(a))).collect();
     let total: usize = want.values().map(Vec::len).sum();
 
     // Everything is committed to the outbox before the kill...
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while outbox(&store, &[]).len() < total {
-        assert!(std::time::Instant::now() < deadline, "outbox never filled:\n{}", gw.log_text());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "outbox never filled:\n{}",
+            gw.log_text()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // ... and the kill lands while deliveries are in flight.
-    rx.wait_for("a few deliveries", Duration::from_secs(30), |log| log.len() >= 6).await;
+    rx.wait_for("a few deliveries", Duration::from_secs(30), |log| {
+        log.len() >= 6
+    })
+    .await;
     gw.kill9();
     let before_restart = rx.log().len();
-    assert!(before_restart < total, "the kill came too late to test anything");
+    assert!(
+        before_restart < total,
+        "the kill came too late to test anything"
+    );
 
     let mut gw2 = Gateway::start(dir.path(), "second", &cfg, &store, &env);
     rx.wait_for("every event", Duration::from_secs(60), |log| {
-        want.values().flatten().all(|(id, _)| log.iter().any(|r| &r.id == id))
+        want.values()
+            .flatten()
+            .all(|(id, _)| log.iter().any(|r| &r.id == id))
     })
     .await;
     let log = rx.log();
     for (app, events) in &want {
         let ids: Vec<String> = events.iter().map(|(id, _)| id.clone()).collect();
-        assert_eq!(first_occurrences(&log, &ids), ids, "{app}: per-app order across the crash");
+        assert_eq!(
+            first_occurrences(&log, &ids),
+            ids,
+            "{app}: per-app order across the crash"
+        );
     }
     let duplicates = log.len() - total;
-    eprintln!("sigkill: {before_restart} requests before the kill, {duplicates} sent again after the restart");
-    assert!(duplicates <= 3 * 2, "at most the in-flight events are sent again: {duplicates}");
+    eprintln!(
+        "sigkill: {before_restart} requests before the kill, {duplicates} sent again after the restart"
+    );
+    assert!(
+        duplicates <= 3 * 2,
+        "at most the in-flight events are sent again: {duplicates}"
+    );
     // The restart re-listed from Argo CD and recorded state: nothing was emitted twice.
     assert_eq!(outbox(&store, &[]).len(), total);
     assert_eq!(gw2.terminate(), Some(0), "{}", gw2.log_text());

@@ -10,7 +10,9 @@ use std::process::Command;
 use support::schemas::SchemaSet;
 
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
 }
 
 fn run_replay(args: &[&str]) -> (i32, String, String) {
@@ -29,7 +31,10 @@ fn run_replay(args: &[&str]) -> (i32, String, String) {
 fn events(stdout: &str) -> Vec<Value> {
     stdout
         .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not one JSON document per line: {e}: {l}")))
+        .map(|l| {
+            serde_json::from_str(l)
+                .unwrap_or_else(|e| panic!("not one JSON document per line: {e}: {l}"))
+        })
         .collect()
 }
 
@@ -52,7 +57,8 @@ const LIFE: &[(&str, &str)] = &[
 
 #[test]
 fn the_life_of_an_app_prints_exactly_the_expected_events_in_both_versions() {
-    for (version, dir, type_version) in [("0.5.1", "v0.5.1", "0.3.0"), ("0.4.1", "v0.4.1", "0.2.0")] {
+    for (version, dir, type_version) in [("0.5.1", "v0.5.1", "0.3.0"), ("0.4.1", "v0.4.1", "0.2.0")]
+    {
         let input = fixture("life-of-an-app.jsonl");
         let (code, stdout, stderr) = run_replay(&[
             "--spec-version",
@@ -63,8 +69,19 @@ fn the_life_of_an_app_prints_exactly_the_expected_events_in_both_versions() {
         ]);
         assert_eq!(code, 0, "{stderr}");
         let got = events(&stdout);
-        let types: Vec<String> = got.iter().map(|e| e["context"]["type"].as_str().unwrap_or_default().to_string()).collect();
-        let want: Vec<String> = LIFE.iter().map(|(t, _)| format!("dev.cdevents.{t}.{type_version}")).collect();
+        let types: Vec<String> = got
+            .iter()
+            .map(|e| {
+                e["context"]["type"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string()
+            })
+            .collect();
+        let want: Vec<String> = LIFE
+            .iter()
+            .map(|(t, _)| format!("dev.cdevents.{t}.{type_version}"))
+            .collect();
         assert_eq!(types, want, "{version}");
 
         // The full documents, compared with the golden file.
@@ -72,8 +89,14 @@ fn the_life_of_an_app_prints_exactly_the_expected_events_in_both_versions() {
         if std::env::var_os("UPDATE_GOLDEN").is_some() {
             std::fs::write(&golden_path, &stdout).unwrap_or_else(|e| panic!("{e}"));
         }
-        let golden = std::fs::read_to_string(&golden_path).unwrap_or_else(|e| panic!("{}: {e}", golden_path.display()));
-        assert_eq!(got, events(&golden), "{version}: output differs from {}", golden_path.display());
+        let golden = std::fs::read_to_string(&golden_path)
+            .unwrap_or_else(|e| panic!("{}: {e}", golden_path.display()));
+        assert_eq!(
+            got,
+            events(&golden),
+            "{version}: output differs from {}",
+            golden_path.display()
+        );
 
         // Every event validates against its spec version's schema.
         let schemas = SchemaSet::load(dir);
@@ -81,16 +104,26 @@ fn the_life_of_an_app_prints_exactly_the_expected_events_in_both_versions() {
             if let Err(err) = schemas.validate(e) {
                 panic!("{version} {t} ({why}) is invalid: {err}\n{e:#}");
             }
-            let version_key = if version == "0.4.1" { "version" } else { "specversion" };
+            let version_key = if version == "0.4.1" {
+                "version"
+            } else {
+                "specversion"
+            };
             assert_eq!(e["context"][version_key], version);
             assert_eq!(e["context"]["source"], "/argocd/test");
         }
 
         // The loop: the rollback made by the gateway links back to its trigger.
         let rollback = &got[8];
-        assert_eq!(rollback["context"]["chainId"], "4c8cb7dd-3448-41de-8768-eec704e2829b");
+        assert_eq!(
+            rollback["context"]["chainId"],
+            "4c8cb7dd-3448-41de-8768-eec704e2829b"
+        );
         assert_eq!(rollback["context"]["links"][0]["linkKind"], "TRIGGER");
-        assert_eq!(rollback["context"]["links"][0]["target"]["contextId"], "F4BD2B55-B6F6-4F44-AF72-BD2D0E7A8708");
+        assert_eq!(
+            rollback["context"]["links"][0]["target"]["contextId"],
+            "F4BD2B55-B6F6-4F44-AF72-BD2D0E7A8708"
+        );
         // Incidents open and close under one subject id.
         assert_eq!(got[3]["subject"]["id"], got[4]["subject"]["id"]);
         assert_eq!(got[5]["subject"]["id"], got[7]["subject"]["id"]);
@@ -106,7 +139,12 @@ fn ids_are_deterministic_and_unique() {
     let path = input.to_str().unwrap_or_default();
     let (_, first, _) = run_replay(&[path]);
     let (_, second, _) = run_replay(&[path]);
-    let ids = |s: &str| -> Vec<String> { events(s).iter().map(|e| e["context"]["id"].as_str().unwrap_or_default().to_string()).collect() };
+    let ids = |s: &str| -> Vec<String> {
+        events(s)
+            .iter()
+            .map(|e| e["context"]["id"].as_str().unwrap_or_default().to_string())
+            .collect()
+    };
     assert_eq!(ids(&first), ids(&second));
     let mut unique = ids(&first);
     unique.sort();
@@ -135,7 +173,9 @@ fn stdin_works_and_bad_lines_exit_2_naming_the_line() {
             .unwrap_or_else(|e| panic!("{e}"));
         if let Some(mut stdin) = child.stdin.take() {
             use std::io::Write;
-            stdin.write_all(input.as_bytes()).unwrap_or_else(|e| panic!("{e}"));
+            stdin
+                .write_all(input.as_bytes())
+                .unwrap_or_else(|e| panic!("{e}"));
         }
         let out = child.wait_with_output().unwrap_or_else(|e| panic!("{e}"));
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -149,7 +189,8 @@ fn stdin_works_and_bad_lines_exit_2_naming_the_line() {
 
 #[test]
 fn the_schema_check_rejects_a_broken_event() {
-    let (_, stdout, _) = run_replay(&[fixture("life-of-an-app.jsonl").to_str().unwrap_or_default()]);
+    let (_, stdout, _) =
+        run_replay(&[fixture("life-of-an-app.jsonl").to_str().unwrap_or_default()]);
     let mut deployed = events(&stdout).remove(1);
     let schemas = SchemaSet::load("v0.5.1");
     assert!(schemas.validate(&deployed).is_ok());

@@ -16,8 +16,10 @@ use tokio_util::sync::CancellationToken;
 const TOKEN: &str = "test-token";
 
 fn app(ns: &str, name: &str, labels: Value) -> Value {
-    let text = std::fs::read_to_string(support::schemas::shared().join("argocd/examples/application-sync-succeeded.yaml"))
-        .unwrap_or_else(|e| panic!("{e}"));
+    let text = std::fs::read_to_string(
+        support::schemas::shared().join("argocd/examples/application-sync-succeeded.yaml"),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     let mut v: Value = serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("{e}"));
     v["metadata"]["namespace"] = json!(ns);
     v["metadata"]["name"] = json!(name);
@@ -75,7 +77,10 @@ async fn lists_then_follows_in_both_framings() {
         let mut events = source(&fake, sse, None, &[]).watch(stop.clone());
         assert_eq!(
             take(&mut events, 2).await,
-            vec!["applied argocd/a".to_string(), "listed All [\"argocd/a\"]".to_string()],
+            vec![
+                "applied argocd/a".to_string(),
+                "listed All [\"argocd/a\"]".to_string()
+            ],
             "sse={sse}"
         );
         fake.wait_streams(1).await;
@@ -90,7 +95,11 @@ async fn lists_then_follows_in_both_framings() {
         stop.cancel();
         // The stream was opened from the list's resourceVersion.
         let reqs = fake.requests();
-        assert!(reqs.iter().any(|r| r.starts_with("GET /api/v1/stream/applications?resourceVersion=1")), "{reqs:?}");
+        assert!(
+            reqs.iter()
+                .any(|r| r.starts_with("GET /api/v1/stream/applications?resourceVersion=1")),
+            "{reqs:?}"
+        );
     }
 }
 
@@ -102,7 +111,10 @@ async fn a_mid_stream_error_or_a_cut_relists_and_notices_deletions() {
     fake.fail_next_stream_after(1);
     let stop = CancellationToken::new();
     let mut events = source(&fake, true, None, &[]).watch(stop.clone());
-    assert_eq!(take(&mut events, 3).await.last().map(String::as_str), Some("listed All [\"argocd/a\", \"argocd/b\"]"));
+    assert_eq!(
+        take(&mut events, 3).await.last().map(String::as_str),
+        Some("listed All [\"argocd/a\", \"argocd/b\"]")
+    );
     fake.wait_streams(1).await;
     fake.apply("MODIFIED", app("argocd", "a", json!({"v": "2"})));
     // The second message is the injected error: the source re-lists.
@@ -110,11 +122,18 @@ async fn a_mid_stream_error_or_a_cut_relists_and_notices_deletions() {
     let mut seen = take(&mut events, 1).await;
     assert_eq!(seen, vec!["applied argocd/a"]);
     seen = take(&mut events, 2).await;
-    assert_eq!(seen, vec!["applied argocd/a", "listed All [\"argocd/a\"]"], "re-list after the error lost b");
+    assert_eq!(
+        seen,
+        vec!["applied argocd/a", "listed All [\"argocd/a\"]"],
+        "re-list after the error lost b"
+    );
     fake.wait_streams(2).await;
     // A cut connection: the same.
     fake.cut_streams();
-    assert_eq!(take(&mut events, 2).await, vec!["applied argocd/a", "listed All [\"argocd/a\"]"]);
+    assert_eq!(
+        take(&mut events, 2).await,
+        vec!["applied argocd/a", "listed All [\"argocd/a\"]"]
+    );
     tokio::time::timeout(Duration::from_secs(10), fake.wait_streams(3))
         .await
         .unwrap_or_else(|_| panic!("the stream was not re-opened after the cut"));
@@ -128,10 +147,17 @@ async fn selector_and_projects_are_sent_and_accepted_by_the_contract() {
     fake.apply("ADDED", app("argocd", "db", json!({"team": "db"})));
     let stop = CancellationToken::new();
     let mut events = source(&fake, true, Some("team=web"), &["default"]).watch(stop.clone());
-    assert_eq!(take(&mut events, 2).await, vec!["applied argocd/web", "listed All [\"argocd/web\"]"]);
+    assert_eq!(
+        take(&mut events, 2).await,
+        vec!["applied argocd/web", "listed All [\"argocd/web\"]"]
+    );
     stop.cancel();
     let reqs = fake.requests();
-    assert!(reqs.iter().any(|r| r.contains("selector=team%3Dweb") && r.contains("projects=default")), "{reqs:?}");
+    assert!(
+        reqs.iter()
+            .any(|r| r.contains("selector=team%3Dweb") && r.contains("projects=default")),
+        "{reqs:?}"
+    );
 }
 
 #[tokio::test]
@@ -143,9 +169,16 @@ async fn a_wrong_token_yields_nothing_and_keeps_retrying() {
     src.token = Some("wrong".into());
     let mut events = src.watch(stop.clone());
     let got = tokio::time::timeout(Duration::from_millis(1500), events.next()).await;
-    assert!(got.is_err(), "no event may come through without valid credentials");
+    assert!(
+        got.is_err(),
+        "no event may come through without valid credentials"
+    );
     stop.cancel();
-    let lists = fake.requests().iter().filter(|r| r.starts_with("GET /api/v1/applications")).count();
+    let lists = fake
+        .requests()
+        .iter()
+        .filter(|r| r.starts_with("GET /api/v1/applications"))
+        .count();
     assert!(lists >= 2, "it retries the list: {lists}");
 }
 
@@ -155,20 +188,38 @@ async fn the_double_rejects_what_argo_cd_rejects() {
     let http = reqwest::Client::new();
     let cases = [
         ("GET", "/api/v1/applications?bogus=1", 404, "bogus"),
-        ("PUT", "/api/v1/stream/applications", 404, "PUT is not allowed"),
+        (
+            "PUT",
+            "/api/v1/stream/applications",
+            404,
+            "PUT is not allowed",
+        ),
         ("GET", "/api/v1/nothing", 404, "not an Argo CD API path"),
     ];
     for (method, path, status, needle) in cases {
         let resp = http
-            .request(method.parse().unwrap_or_default(), format!("{}{path}", fake.url))
+            .request(
+                method.parse().unwrap_or_default(),
+                format!("{}{path}", fake.url),
+            )
             .bearer_auth(TOKEN)
             .send()
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(resp.status().as_u16(), status, "{method} {path}");
         let body: Value = resp.json().await.unwrap_or_default();
-        assert!(body["message"].as_str().unwrap_or_default().contains(needle), "{body}");
+        assert!(
+            body["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains(needle),
+            "{body}"
+        );
     }
-    let resp = http.get(format!("{}/api/v1/applications", fake.url)).send().await.unwrap_or_else(|e| panic!("{e}"));
+    let resp = http
+        .get(format!("{}/api/v1/applications", fake.url))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(resp.status().as_u16(), 401);
 }

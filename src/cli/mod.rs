@@ -197,7 +197,7 @@ fn load(args: &ConfigArgs) -> Result<Config, crate::config::ConfigError> {
 fn store_url(args: &StoreArgs) -> anyhow::Result<StoreUrl> {
     let mut config = Config::load(args.config.config.as_deref())?;
     if let Some(s) = &args.store {
-        config.set_store("--store", s)?;
+        config.set_store("--store / ARGOCD_CDEVENTS_STORE", s)?;
     }
     Ok(config.store)
 }
@@ -205,10 +205,10 @@ fn store_url(args: &StoreArgs) -> anyhow::Result<StoreUrl> {
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut config = load(&args.config)?;
     if let Some(l) = &args.listen {
-        config.set_listen("--listen", l)?;
+        config.set_listen("--listen / ARGOCD_CDEVENTS_LISTEN", l)?;
     }
     if let Some(s) = &args.store {
-        config.set_store("--store", s)?;
+        config.set_store("--store / ARGOCD_CDEVENTS_STORE", s)?;
     }
     crate::telemetry::init_logging(&config.log);
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -256,7 +256,7 @@ async fn outbox(cmd: OutboxCommand) -> anyhow::Result<()> {
             limit,
             json,
         } => {
-            let st = store::open(&store_url(&store)?).await?;
+            let st = store::open_existing(&store_url(&store)?).await?;
             let rows = st
                 .list_outbox(&OutboxFilter {
                     status: status.map(|s| match s {
@@ -296,7 +296,7 @@ async fn outbox(cmd: OutboxCommand) -> anyhow::Result<()> {
             Ok(())
         }
         OutboxCommand::Redrive { store, sink, seq } => {
-            let st = store::open(&store_url(&store)?).await?;
+            let st = store::open_existing(&store_url(&store)?).await?;
             let n = st
                 .redrive(sink.as_deref(), &seq, crate::delivery::now_ms())
                 .await?;
@@ -308,7 +308,7 @@ async fn outbox(cmd: OutboxCommand) -> anyhow::Result<()> {
 
 async fn incidents(cmd: IncidentsCommand) -> anyhow::Result<()> {
     let IncidentsCommand::List { store, json } = cmd;
-    let st = store::open(&store_url(&store)?).await?;
+    let st = store::open_existing(&store_url(&store)?).await?;
     let mut out = std::io::stdout().lock();
     for i in st.open_incidents().await? {
         if json {

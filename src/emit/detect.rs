@@ -91,6 +91,10 @@ pub struct AppState {
     pub incident_seq: u64,
     /// `startedAt` of the last failed operation already reported.
     pub reported_failed_operation: Option<String>,
+    /// Number of published / environment events emitted for this app (makes their ids
+    /// unique when the same URLs or environment come back later).
+    #[serde(default)]
+    pub change_seq: u64,
 }
 
 /// The CDEvent types the detector produces.
@@ -288,9 +292,15 @@ fn applied(
     let prev_env = prev.map(|p| &p.environment);
     if prev_env.map(|e| &e.id) != Some(&env.id) {
         if envs.others_in(&env.id, &key) == 0 {
+            next.change_seq += 1;
             events.push(Emission {
                 kind: EventKind::EnvironmentCreated,
-                id: event_id(&[&env.id, "environment.created", &uid]),
+                id: event_id(&[
+                    &env.id,
+                    "environment.created",
+                    &uid,
+                    &next.change_seq.to_string(),
+                ]),
                 timestamp: app
                     .metadata
                     .creation_timestamp
@@ -310,7 +320,14 @@ fn applied(
         if let Some(old) = prev_env
             && envs.others_in(&old.id, &key) == 0
         {
-            events.push(environment_deleted(old, &uid, reconciled, data.clone()));
+            next.change_seq += 1;
+            events.push(environment_deleted(
+                old,
+                &uid,
+                next.change_seq,
+                reconciled,
+                data.clone(),
+            ));
         }
     }
 
@@ -371,9 +388,15 @@ fn applied(
 
             let urls = sorted_urls(app);
             if !urls.is_empty() && urls != p.external_urls {
+                next.change_seq += 1;
                 events.push(Emission {
                     kind: EventKind::ServicePublished,
-                    id: event_id(&[&uid, "service.published", &urls.join(" ")]),
+                    id: event_id(&[
+                        &uid,
+                        "service.published",
+                        &urls.join(" "),
+                        &next.change_seq.to_string(),
+                    ]),
                     timestamp: reconciled.to_string(),
                     subject_id: key.clone(),
                     environment: env.clone(),
@@ -478,7 +501,9 @@ fn removal(
     }
     events.push(Emission {
         kind: EventKind::ServiceRemoved,
-        id: event_id(&[&prev.uid, "service.removed"]),
+        // An app can leave the watched set and come back (a label selector) before it is
+        // really deleted: the per-app counter keeps every removal's id distinct.
+        id: event_id(&[&prev.uid, "service.removed", &prev.change_seq.to_string()]),
         timestamp: at.clone(),
         subject_id: prev.key.clone(),
         environment: prev.environment.clone(),
@@ -489,15 +514,21 @@ fn removal(
         custom_data: data.clone(),
     });
     if envs.others_in(&prev.environment.id, &prev.key) == 0 {
-        events.push(environment_deleted(&prev.environment, &prev.uid, &at, data));
+        events.push(environment_deleted(
+            &prev.environment,
+            &prev.uid,
+            prev.change_seq + 1,
+            &at,
+            data,
+        ));
     }
     Detection { events, next: None }
 }
 
-fn environment_deleted(env: &Environment, uid: &str, at: &str, data: Value) -> Emission {
+fn environment_deleted(env: &Environment, uid: &str, seq: u64, at: &str, data: Value) -> Emission {
     Emission {
         kind: EventKind::EnvironmentDeleted,
-        id: event_id(&[&env.id, "environment.deleted", uid]),
+        id: event_id(&[&env.id, "environment.deleted", uid, &seq.to_string()]),
         timestamp: at.to_string(),
         subject_id: env.id.clone(),
         environment: env.clone(),
@@ -529,7 +560,13 @@ fn incidents(
     let op_at = op
         .and_then(|o| o.finished_at.as_deref())
         .unwrap_or(reconciled);
-    let op_started = op.and_then(|o| o.started_at.clone());
+    // Identifies the operation; Argo CD always sets startedAt, finishedAt is the fallback.
+    let op_started = op.and_then(|o| {
+        o.started_at
+            .clone()
+            .or_else(|| o.finished_at.clone())
+            .or_else(|| Some(String::new()))
+    });
 
     // (cause, is the problem there now, is it cleared now, description, timestamp, chain)
     let failed_now = op.is_some_and(|o| matches!(o.phase.as_str(), "Failed" | "Error"));
@@ -658,7 +695,8 @@ fn sorted_urls(app: &Application) -> Vec<String> {
     urls
 }
 
-/// The artifact a history entry deployed: the first image Argo CD reports, else the
+/// The artifact a history entry deployed: the alphabetically first image of
+/// `status.summary.images` (a stable choice, as Argo CD's order is not), else the
 /// purl of the entry's (first) source at its revision.
 fn artifact_of(app: &Application, entry: &HistoryEntry) -> Option<String> {
     let mut images = app.status.summary.images.clone();
@@ -695,13 +733,17 @@ fn custom_data(cfg: &DetectConfig, app: &Application) -> Value {
             "uid": app.uid(),
         },
         "destination": dest,
-        "sync": {"status": app.status.sync.status},
-        "health": {"status": app.status.health.status},
         "repoURLs": app.spec_sources().iter().map(|s| s.repo_url.as_str()).collect::<Vec<_>>(),
     });
     let Some(obj) = data.as_object_mut() else {
         return data;
     };
+    if !app.status.sync.status.is_empty() {
+        obj.insert("sync".into(), json!({"status": app.status.sync.status}));
+    }
+    if !app.status.health.status.is_empty() {
+        obj.insert("health".into(), json!({"status": app.status.health.status}));
+    }
     let sync_revisions = if app.status.sync.revisions.is_empty() {
         app.status.sync.revision.iter().cloned().collect()
     } else {

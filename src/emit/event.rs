@@ -4,7 +4,7 @@
 //!
 //! cdevents-sdk 0.4 is not used here: it has no way to set `chainId` or `links`, and fixes
 //! `specversion` to `0.5.0` (see docs/decisions.md). The output is checked against the spec's
-//! own JSON schemas in tests/emit_schema.rs.
+//! own JSON schemas in tests/replay.rs.
 
 use crate::emit::detect::{Emission, EventKind};
 use serde::{Deserialize, Serialize};

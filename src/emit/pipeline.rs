@@ -31,17 +31,28 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    /// Detect and stage one source event into `batch`.
-    pub fn stage(&mut self, event: SourceEvent, observed_at: &str, batch: &mut EmitBatch) {
+    /// Detect and stage one source event into `batch`. Returns the scope when the event
+    /// completed a (re-)list.
+    pub fn stage(
+        &mut self,
+        event: SourceEvent,
+        observed_at: &str,
+        batch: &mut EmitBatch,
+    ) -> Option<crate::emit::source::Scope> {
+        let mut listed = None;
         let changes: Vec<(String, Option<Box<crate::argocd::Application>>, bool)> = match event {
             SourceEvent::Applied(app) => vec![(app.key(), Some(app), true)],
             SourceEvent::Deleted(app) => vec![(app.key(), Some(app), false)],
-            SourceEvent::ListComplete { scope, seen } => self
-                .inventory
-                .keys_where(|k| scope.contains(k) && !seen.contains(k))
-                .into_iter()
-                .map(|k| (k, None, false))
-                .collect(),
+            SourceEvent::ListComplete { scope, seen } => {
+                let gone = self
+                    .inventory
+                    .keys_where(|k| scope.contains(k) && !seen.contains(k))
+                    .into_iter()
+                    .map(|k| (k, None, false))
+                    .collect();
+                listed = Some(scope);
+                gone
+            }
         };
         for (key, app, applied) in changes {
             let change = match (&app, applied) {
@@ -73,6 +84,7 @@ impl Pipeline {
                 }
             }
         }
+        listed
     }
 
     /// Commit `batch`, retrying until it is committed or `shutdown` is cancelled.
@@ -125,11 +137,15 @@ impl Pipeline {
             let Some(chunk) = next else { return };
             let observed_at = now_rfc3339();
             let mut batch = EmitBatch::default();
+            let mut listed = Vec::new();
             for ev in chunk {
-                self.stage(ev, &observed_at, &mut batch);
+                listed.extend(self.stage(ev, &observed_at, &mut batch));
             }
             if !self.commit(&batch, &shutdown).await {
                 return;
+            }
+            for scope in listed {
+                tracing::info!(?scope, apps = self.inventory.len(), "list committed");
             }
         }
     }

@@ -39,6 +39,11 @@ pub enum StreamError {
     Ended,
     #[error("no Argo CD server: set emit.watch.argocd.server or ARGOCD_SERVER")]
     NoServer,
+    #[error("cannot read the Argo CD token file {path}: {source}")]
+    TokenFile {
+        path: String,
+        source: std::io::Error,
+    },
 }
 
 /// How to reach Argo CD.
@@ -83,9 +88,15 @@ impl StreamSource {
             }
         };
         let token = match &cfg.token_file {
-            Some(path) => std::fs::read_to_string(path)
-                .ok()
-                .map(|t| t.trim().to_string()),
+            Some(path) => Some(
+                std::fs::read_to_string(path)
+                    .map_err(|source| StreamError::TokenFile {
+                        path: path.display().to_string(),
+                        source,
+                    })?
+                    .trim()
+                    .to_string(),
+            ),
             None => env(&cfg.token_env),
         };
         let client = reqwest::Client::builder()

@@ -22,8 +22,8 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("stored state for {key} is unreadable: {message}")]
     Corrupt { key: String, message: String },
-    #[error("{0}")]
-    Unsupported(String),
+    #[error("no store at {0}")]
+    Missing(String),
 }
 
 /// An event to put in the outbox for one sink.
@@ -166,8 +166,20 @@ pub trait Store: Send + Sync + 'static {
 pub async fn open(url: &StoreUrl) -> Result<Arc<dyn Store>, StoreError> {
     match url {
         StoreUrl::Sqlite(u) => Ok(Arc::new(sqlite::SqliteStore::open(u).await?)),
-        StoreUrl::Postgres(_) => Err(StoreError::Unsupported(
-            "the PostgreSQL store is not available in this version; use sqlite://PATH".into(),
-        )),
+    }
+}
+
+/// Open an existing store (for the inspection commands): a wrong path is an error, not a
+/// new empty database.
+pub async fn open_existing(url: &StoreUrl) -> Result<Arc<dyn Store>, StoreError> {
+    match url {
+        StoreUrl::Sqlite(u) => {
+            let path = u.trim_start_matches("sqlite:").trim_start_matches("//");
+            let path = path.split('?').next().unwrap_or_default();
+            if !std::path::Path::new(path).exists() {
+                return Err(StoreError::Missing(path.to_string()));
+            }
+            Ok(Arc::new(sqlite::SqliteStore::open(u).await?))
+        }
     }
 }

@@ -46,19 +46,34 @@ pub struct FakeArgoCd {
 
 fn key(app: &Value) -> (String, String) {
     (
-        app["metadata"]["namespace"].as_str().unwrap_or_default().to_string(),
-        app["metadata"]["name"].as_str().unwrap_or_default().to_string(),
+        app["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+        app["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
     )
 }
 
 fn argo_error(status: StatusCode, code: u32, message: &str) -> Response {
-    (status, axum::Json(json!({"error": message, "code": code, "message": message, "details": []}))).into_response()
+    (
+        status,
+        axum::Json(json!({"error": message, "code": code, "message": message, "details": []})),
+    )
+        .into_response()
 }
 
 impl FakeArgoCd {
     pub async fn start(token: &str) -> FakeArgoCd {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap_or_else(|e| panic!("{e}"));
-        let url = format!("http://{}", listener.local_addr().unwrap_or_else(|e| panic!("{e}")));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let url = format!(
+            "http://{}",
+            listener.local_addr().unwrap_or_else(|e| panic!("{e}"))
+        );
         let (changes, _) = broadcast::channel(4096);
         let fake = FakeArgoCd {
             inner: Arc::new(Mutex::new(Inner::default())),
@@ -145,7 +160,10 @@ async fn handle(State(fake): State<FakeArgoCd>, req: Request) -> Response {
     if !authorized {
         return argo_error(StatusCode::UNAUTHORIZED, 16, "no session information");
     }
-    let selector = query.iter().find(|(k, _)| k == "selector").map(|(_, v)| v.clone());
+    let selector = query
+        .iter()
+        .find(|(k, _)| k == "selector")
+        .map(|(_, v)| v.clone());
     let matches = move |app: &Value| match &selector {
         None => true,
         Some(sel) => sel.split(',').all(|term| match term.split_once('=') {
@@ -157,10 +175,17 @@ async fn handle(State(fake): State<FakeArgoCd>, req: Request) -> Response {
         ("GET", "/api/v1/applications") => {
             let inner = fake.lock();
             let items: Vec<Value> = inner.apps.iter().filter(|a| matches(a)).cloned().collect();
-            axum::Json(json!({"metadata": {"resourceVersion": inner.rv.to_string()}, "items": items})).into_response()
+            axum::Json(
+                json!({"metadata": {"resourceVersion": inner.rv.to_string()}, "items": items}),
+            )
+            .into_response()
         }
         ("GET", "/api/v1/stream/applications") => stream(fake, req.headers(), &query, matches),
-        _ => argo_error(StatusCode::NOT_IMPLEMENTED, 12, "not implemented by the test double"),
+        _ => argo_error(
+            StatusCode::NOT_IMPLEMENTED,
+            12,
+            "not implemented by the test double",
+        ),
     }
 }
 
@@ -174,20 +199,35 @@ fn stream(
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("text/event-stream"));
-    let since: Option<u64> = query.iter().find(|(k, _)| k == "resourceVersion").and_then(|(_, v)| v.parse().ok());
+    let since: Option<u64> = query
+        .iter()
+        .find(|(k, _)| k == "resourceVersion")
+        .and_then(|(_, v)| v.parse().ok());
     let mut rx = fake.changes.subscribe();
     let (backlog, fail_after) = {
         let mut inner = fake.lock();
         inner.streams_opened += 1;
         let backlog: Vec<Change> = match since {
             Some(rv) => inner.log.iter().filter(|c| c.rv > rv).cloned().collect(),
-            None => inner.apps.iter().map(|a| Change { rv: inner.rv, ty: "ADDED", app: a.clone() }).collect(),
+            None => inner
+                .apps
+                .iter()
+                .map(|a| Change {
+                    rv: inner.rv,
+                    ty: "ADDED",
+                    app: a.clone(),
+                })
+                .collect(),
         };
         (backlog, inner.fail_after.take())
     };
     fake.opened.notify_waiters();
     let frame = move |v: Value| -> String {
-        if sse { format!("data: {v}\n\n") } else { format!("{v}\n") }
+        if sse {
+            format!("data: {v}\n\n")
+        } else {
+            format!("{v}\n")
+        }
     };
     let out = async_stream(move |tx| async move {
         let mut sent = 0usize;
@@ -223,10 +263,16 @@ fn stream(
             sent += 1;
         }
     });
-    let content_type = if sse { "text/event-stream" } else { "application/json" };
+    let content_type = if sse {
+        "text/event-stream"
+    } else {
+        "application/json"
+    };
     Response::builder()
         .header(header::CONTENT_TYPE, content_type)
-        .body(Body::from_stream(out.map(Ok::<_, std::convert::Infallible>)))
+        .body(Body::from_stream(
+            out.map(Ok::<_, std::convert::Infallible>),
+        ))
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 

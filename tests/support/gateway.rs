@@ -18,9 +18,16 @@ pub fn bin() -> &'static str {
 
 impl Gateway {
     /// Start `serve` with `config_yaml` (its `store:` is set to `store`) and extra env vars.
-    pub fn start(dir: &Path, name: &str, config_yaml: &str, store: &str, env: &[(&str, &str)]) -> Gateway {
+    pub fn start(
+        dir: &Path,
+        name: &str,
+        config_yaml: &str,
+        store: &str,
+        env: &[(&str, &str)],
+    ) -> Gateway {
         let config = dir.join(format!("{name}.yaml"));
-        std::fs::write(&config, format!("store: {store}\n{config_yaml}")).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(&config, format!("store: {store}\n{config_yaml}"))
+            .unwrap_or_else(|e| panic!("{e}"));
         let log = dir.join(format!("{name}.log"));
         let log_file = std::fs::File::create(&log).unwrap_or_else(|e| panic!("{e}"));
         let mut cmd = Command::new(bin());
@@ -34,8 +41,15 @@ impl Gateway {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let child = cmd.spawn().unwrap_or_else(|e| panic!("starting the gateway: {e}"));
-        Gateway { child, config, store: store.to_string(), log }
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting the gateway: {e}"));
+        Gateway {
+            child,
+            config,
+            store: store.to_string(),
+            log,
+        }
     }
 
     pub fn log_text(&self) -> String {
@@ -65,7 +79,10 @@ impl Drop for Gateway {
 
 /// Run the CLI with `args` and return (exit code, stdout, stderr).
 pub fn cli(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(bin()).args(args).output().unwrap_or_else(|e| panic!("{e}"));
+    let out = Command::new(bin())
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -75,9 +92,14 @@ pub fn cli(args: &[&str]) -> (i32, String, String) {
 
 /// The outbox rows as `outbox list --json` prints them.
 pub fn outbox(store: &str, extra: &[&str]) -> Vec<Value> {
-    let mut args = vec!["outbox", "list", "--json", "--limit", "100000", "--store", store];
+    let mut args = vec![
+        "outbox", "list", "--json", "--limit", "100000", "--store", store,
+    ];
     args.extend_from_slice(extra);
     let (code, stdout, stderr) = cli(&args);
     assert_eq!(code, 0, "outbox list failed: {stderr}");
-    stdout.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+    stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
 }

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod fake_argocd;
+pub mod fake_kube;
 pub mod gateway;
 pub mod receiver;
 pub mod schemas;

@@ -46,7 +46,9 @@ pub struct Receiver {
 
 impl Receiver {
     pub async fn start() -> Receiver {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap_or_else(|e| panic!("{e}"));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
         let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
         let r = Receiver {
             script: Arc::new(Mutex::new(Script::default())),
@@ -92,7 +94,9 @@ impl Receiver {
     pub async fn up(&self) {
         let socket = tokio::net::TcpSocket::new_v4().unwrap_or_else(|e| panic!("{e}"));
         socket.set_reuseaddr(true).unwrap_or_else(|e| panic!("{e}"));
-        socket.bind(self.addr).unwrap_or_else(|e| panic!("rebinding {}: {e}", self.addr));
+        socket
+            .bind(self.addr)
+            .unwrap_or_else(|e| panic!("rebinding {}: {e}", self.addr));
         let listener = socket.listen(128).unwrap_or_else(|e| panic!("{e}"));
         self.serve(listener);
     }
@@ -103,7 +107,9 @@ impl Receiver {
 
     /// Answer the next requests with these statuses (and Retry-After values), in order.
     pub fn queue(&self, answers: &[(u16, Option<&str>)]) {
-        self.lock().queue.extend(answers.iter().map(|(s, r)| (*s, r.map(String::from))));
+        self.lock()
+            .queue
+            .extend(answers.iter().map(|(s, r)| (*s, r.map(String::from))));
     }
 
     /// Answer every event whose type starts with `prefix` with `status`.
@@ -125,11 +131,19 @@ impl Receiver {
 
     /// Accepted (2xx) events, in arrival order.
     pub fn accepted(&self) -> Vec<Received> {
-        self.log().into_iter().filter(|r| (200..300).contains(&r.status)).collect()
+        self.log()
+            .into_iter()
+            .filter(|r| (200..300).contains(&r.status))
+            .collect()
     }
 
     /// Wait until `cond` holds over the log, or panic after `timeout`.
-    pub async fn wait_for(&self, what: &str, timeout: Duration, cond: impl Fn(&[Received]) -> bool) {
+    pub async fn wait_for(
+        &self,
+        what: &str,
+        timeout: Duration,
+        cond: impl Fn(&[Received]) -> bool,
+    ) {
         let deadline = Instant::now() + timeout;
         loop {
             let notified = self.got.notified();
@@ -139,7 +153,10 @@ impl Receiver {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 let log = self.log();
-                panic!("timed out waiting for {what}; {} requests received", log.len());
+                panic!(
+                    "timed out waiting for {what}; {} requests received",
+                    log.len()
+                );
             }
             let _ = tokio::time::timeout(left.min(Duration::from_millis(200)), notified).await;
         }
@@ -147,29 +164,39 @@ impl Receiver {
 }
 
 async fn handle(State(r): State<Receiver>, headers: HeaderMap, body: Bytes) -> Response {
-    let header = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).map(String::from);
+    let header = |n: &str| {
+        headers
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .map(String::from)
+    };
     let content_type = header("content-type").unwrap_or_default();
     let parsed: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    let (mode, id, ty, source, cdevent) = if content_type.starts_with("application/cloudevents+json") {
-        (
-            "structured",
-            parsed["id"].as_str().unwrap_or_default().to_string(),
-            parsed["type"].as_str().unwrap_or_default().to_string(),
-            parsed["source"].as_str().unwrap_or_default().to_string(),
-            parsed["data"].clone(),
-        )
-    } else {
-        (
-            "binary",
-            header("ce-id").unwrap_or_default(),
-            header("ce-type").unwrap_or_default(),
-            header("ce-source").unwrap_or_default(),
-            parsed,
-        )
-    };
+    let (mode, id, ty, source, cdevent) =
+        if content_type.starts_with("application/cloudevents+json") {
+            (
+                "structured",
+                parsed["id"].as_str().unwrap_or_default().to_string(),
+                parsed["type"].as_str().unwrap_or_default().to_string(),
+                parsed["source"].as_str().unwrap_or_default().to_string(),
+                parsed["data"].clone(),
+            )
+        } else {
+            (
+                "binary",
+                header("ce-id").unwrap_or_default(),
+                header("ce-type").unwrap_or_default(),
+                header("ce-source").unwrap_or_default(),
+                parsed,
+            )
+        };
     let (status, retry_after, delay) = {
         let mut s = r.lock();
-        let refused = s.refuse_types.iter().find(|(p, _)| ty.starts_with(p.as_str())).map(|(_, c)| *c);
+        let refused = s
+            .refuse_types
+            .iter()
+            .find(|(p, _)| ty.starts_with(p.as_str()))
+            .map(|(_, c)| *c);
         let (status, retry_after) = match refused {
             Some(c) => (c, None),
             None => s.queue.pop_front().unwrap_or((202, None)),
@@ -190,7 +217,9 @@ async fn handle(State(r): State<Receiver>, headers: HeaderMap, body: Bytes) -> R
         authorization: header("authorization"),
     });
     r.got.notify_waiters();
-    let mut resp = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR).into_response();
+    let mut resp = StatusCode::from_u16(status)
+        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+        .into_response();
     if let Some(ra) = retry_after
         && let Ok(v) = ra.parse()
     {

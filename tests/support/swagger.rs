@@ -9,7 +9,8 @@ fn spec() -> &'static Value {
     static SPEC: OnceLock<Value> = OnceLock::new();
     SPEC.get_or_init(|| {
         let path = super::schemas::shared().join("argocd/swagger.json");
-        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let text =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
     })
 }
@@ -21,7 +22,9 @@ fn find(path: &str) -> Option<&'static serde_json::Map<String, Value>> {
     paths.iter().find_map(|(template, ops)| {
         let t: Vec<&str> = template.split('/').collect();
         let same = t.len() == want.len()
-            && t.iter().zip(&want).all(|(a, b)| (a.starts_with('{') && a.ends_with('}')) || a == b);
+            && t.iter()
+                .zip(&want)
+                .all(|(a, b)| (a.starts_with('{') && a.ends_with('}')) || a == b);
         if same { ops.as_object() } else { None }
     })
 }
@@ -43,7 +46,9 @@ pub fn check(method: &str, path: &str, query: &[(String, String)]) -> Result<(),
         .unwrap_or_default();
     for (k, _) in query {
         if !allowed.contains(&k.as_str()) {
-            return Err(format!("query parameter {k:?} is not accepted by {method} {path} (swagger allows {allowed:?})"));
+            return Err(format!(
+                "query parameter {k:?} is not accepted by {method} {path} (swagger allows {allowed:?})"
+            ));
         }
     }
     Ok(())

@@ -581,3 +581,47 @@ fn pending_operation_fixture_parses_and_is_not_a_deploy() {
             .all(|k| !matches!(k, EventKind::ServiceDeployed | EventKind::ServiceUpgraded))
     );
 }
+
+#[test]
+fn events_that_can_recur_get_new_ids_each_time() {
+    // URLs A -> B -> A: three published events, three ids.
+    let mut app = velero();
+    let mut state = recorded(&app);
+    let mut ids = Vec::new();
+    for urls in [["https://a"], ["https://b"], ["https://a"]] {
+        app.status.summary.external_urls = urls.iter().map(|u| u.to_string()).collect();
+        let d = detect(
+            &cfg(),
+            Some(&state),
+            Change::Applied(&app),
+            &Envs::default(),
+            OBSERVED,
+        );
+        assert_eq!(kinds(&d), vec![EventKind::ServicePublished]);
+        ids.push(d.events[0].id);
+        state = d.next.unwrap_or_default();
+    }
+    // Leaving an environment and coming back: new ids for created and deleted.
+    let home = velero();
+    let mut away = velero();
+    away.spec.destination.namespace = Some("elsewhere".into());
+    for next in [&away, &home, &away] {
+        let d = detect(
+            &cfg(),
+            Some(&state),
+            Change::Applied(next),
+            &Envs::default(),
+            OBSERVED,
+        );
+        assert_eq!(
+            kinds(&d),
+            vec![EventKind::EnvironmentCreated, EventKind::EnvironmentDeleted]
+        );
+        ids.extend(d.events.iter().map(|e| e.id));
+        state = d.next.unwrap_or_default();
+    }
+    let mut unique = ids.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), ids.len(), "an id was reused");
+}
