@@ -124,7 +124,7 @@ pub mod metrics {
     pub fn init_sink(sink: &str) {
         let m = get();
         for result in ["delivered", "retry", "dead"] {
-            m.deliveries.get_or_create(&vec![
+            let _ = m.deliveries.get_or_create(&vec![
                 ("sink", sink.to_string()),
                 ("result", result.to_string()),
             ]);
@@ -134,7 +134,7 @@ pub mod metrics {
 
     /// Create the watch-restart series of `source` at zero.
     pub fn init_watch(source: &'static str) {
-        get()
+        let _ = get()
             .watch_restarts
             .get_or_create(&vec![("source", source.to_string())]);
     }
