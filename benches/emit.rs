@@ -4,6 +4,7 @@
 //!      same run: one bare HTTP POST from this process to the same receiver;
 //!   2. wall time, CPU time and peak RSS of the gateway for an initial list of 10,000
 //!      Applications, next to the same gateway listing an empty Argo CD.
+//!
 //! Run: `cargo bench --bench emit` (figures on stdout; nothing is asserted).
 
 #[path = "../tests/support/mod.rs"]
