@@ -81,6 +81,14 @@ fn feed(fake: &FakeArgoCd) {
     }
 }
 
+/// Once the gateway follows the stream, push the three lives into the fake.
+async fn start_feeding(fake: &FakeArgoCd, gw: &Gateway) {
+    tokio::time::timeout(Duration::from_secs(30), fake.wait_streams(1))
+        .await
+        .unwrap_or_else(|_| panic!("gateway never opened the stream:\n{}", gw.log_text()));
+    feed(fake);
+}
+
 fn config(fake: &FakeArgoCd, sinks: &str) -> String {
     format!(
         "listen: 127.0.0.1:0\nlog: {{level: info, format: text}}\nemit:\n  source: {SOURCE}\n  watch:\n    kind: argocd\n    argocd: {{server: {}}}\ndelivery: {{timeout: 2s, initialBackoff: 50ms, maxBackoff: 400ms, drainTimeout: 5s}}\nsinks:\n{sinks}",
@@ -123,10 +131,7 @@ async fn failures_of_every_kind_lose_nothing_and_keep_per_app_order() {
             ("AUDIT_TOKEN", "Bearer audit-secret"),
         ],
     );
-    tokio::time::timeout(Duration::from_secs(30), fake.wait_streams(1))
-        .await
-        .unwrap_or_else(|_| panic!("gateway never opened the stream:\n{}", gw.log_text()));
-    feed(&fake);
+    start_feeding(&fake, &gw).await;
 
     let want: HashMap<&str, Vec<(String, Value)>> =
         APPS.iter().map(|a| (*a, expected(a))).collect();
@@ -297,10 +302,7 @@ async fn sigkill_mid_delivery_then_restart_delivers_everything_once_more_at_most
     let cfg = config(&fake, &sinks);
     let env = [("ARGOCD_AUTH_TOKEN", TOKEN)];
     let mut gw = Gateway::start(dir.path(), "first", &cfg, &store, &env);
-    tokio::time::timeout(Duration::from_secs(30), fake.wait_streams(1))
-        .await
-        .unwrap_or_else(|_| panic!("gateway never opened the stream:\n{}", gw.log_text()));
-    feed(&fake);
+    start_feeding(&fake, &gw).await;
     let want: HashMap<&str, Vec<(String, Value)>> =
         APPS.iter().map(|a| (*a, expected(a))).collect();
     let total: usize = want.values().map(Vec::len).sum();

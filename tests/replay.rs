@@ -16,16 +16,9 @@ fn fixture(name: &str) -> PathBuf {
 }
 
 fn run_replay(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_argocd-cdevents"))
-        .arg("replay")
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("running the binary: {e}"));
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let mut all = vec!["replay"];
+    all.extend_from_slice(args);
+    support::gateway::cli(&all)
 }
 
 fn events(stdout: &str) -> Vec<Value> {

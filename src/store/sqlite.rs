@@ -1,5 +1,10 @@
 //! The SQLite store: one file, WAL journal, `synchronous=FULL` (a committed event survives a
 //! crash or power loss), one writer at a time with a busy timeout.
+//!
+//! Delivery outcomes (`mark_*`) are written through a second pool with `synchronous=NORMAL`:
+//! still atomic and crash-safe for the process, but a power cut may forget the last marks, and
+//! forgetting a mark only means the event is sent once more (at-least-once holds). This keeps
+//! an fsync off the path between one event's delivery and the next event's commit.
 
 use super::{EmitBatch, IncidentRow, OutboxCount, OutboxFilter, OutboxRow, Store, StoreError};
 use crate::emit::detect::AppState;
@@ -13,6 +18,8 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite")
 
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// `synchronous=NORMAL`, for delivery outcomes only.
+    marks: SqlitePool,
 }
 
 impl SqliteStore {
@@ -31,10 +38,14 @@ impl SqliteStore {
         }
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
-            .connect_with(options)
+            .connect_with(options.clone())
             .await?;
         MIGRATOR.run(&pool).await?;
-        Ok(SqliteStore { pool })
+        let marks = SqlitePoolOptions::new()
+            .max_connections(2)
+            .connect_with(options.synchronous(SqliteSynchronous::Normal))
+            .await?;
+        Ok(SqliteStore { pool, marks })
     }
 }
 
@@ -189,7 +200,7 @@ impl Store for SqliteStore {
         )
         .bind(seq)
         .bind(now_ms)
-        .execute(&self.pool)
+        .execute(&self.marks)
         .await?;
         Ok(())
     }
@@ -209,7 +220,7 @@ impl Store for SqliteStore {
         .bind(next_attempt_at)
         .bind(error)
         .bind(now_ms)
-        .execute(&self.pool)
+        .execute(&self.marks)
         .await?;
         Ok(())
     }
@@ -222,7 +233,7 @@ impl Store for SqliteStore {
         .bind(seq)
         .bind(error)
         .bind(now_ms)
-        .execute(&self.pool)
+        .execute(&self.marks)
         .await?;
         Ok(())
     }
