@@ -330,12 +330,21 @@ async fn sigkill_mid_delivery_then_restart_delivers_everything_once_more_at_most
     );
 
     let mut gw2 = Gateway::start(dir.path(), "second", &cfg, &store, &env);
-    rx.wait_for("every event", Duration::from_secs(60), |log| {
+    let all_delivered = |log: &[Received]| {
         want.values()
             .flatten()
             .all(|(id, _)| log.iter().any(|r| &r.id == id))
-    })
-    .await;
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !all_delivered(&rx.log()) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not everything arrived after the restart ({} requests); restarted gateway's log:\n{}",
+            rx.log().len(),
+            gw2.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let log = rx.log();
     for (app, events) in &want {
         let ids: Vec<String> = events.iter().map(|(id, _)| id.clone()).collect();
