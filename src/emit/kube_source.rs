@@ -62,6 +62,13 @@ fn one(
                 }),
                 Ok(watcher::Event::Apply(app)) => Some(SourceEvent::Applied(Box::new(app))),
                 Ok(watcher::Event::Delete(app)) => Some(SourceEvent::Deleted(Box::new(app))),
+                // 410 Gone is routine (the server compacted its history): the watcher
+                // re-lists, and the re-list's ListComplete notices deletions in the gap.
+                Err(watcher::Error::WatchError(status)) if status.code == 410 => {
+                    metrics::watch_restart("kubernetes");
+                    tracing::debug!(message = %status.message, "watch expired (410 Gone); re-listing");
+                    None
+                }
                 Err(e) => {
                     metrics::watch_restart("kubernetes");
                     tracing::warn!(error = %e, "kubernetes watch failed; retrying");
