@@ -157,6 +157,31 @@ pub struct Emission {
     pub custom_data: Value,
 }
 
+impl Emission {
+    /// An event with no artifact, incident fields or chain; callers add what their kind has.
+    fn new(
+        kind: EventKind,
+        id: Uuid,
+        timestamp: impl Into<String>,
+        subject_id: impl Into<String>,
+        environment: Environment,
+        custom_data: Value,
+    ) -> Emission {
+        Emission {
+            kind,
+            id,
+            timestamp: timestamp.into(),
+            subject_id: subject_id.into(),
+            environment,
+            artifact_id: None,
+            description: None,
+            service_id: None,
+            chain: None,
+            custom_data,
+        }
+    }
+}
+
 /// What happened to an application.
 #[derive(Debug, Clone, Copy)]
 pub enum Change<'a> {
@@ -293,29 +318,24 @@ fn applied(
     if prev_env.map(|e| &e.id) != Some(&env.id) {
         if envs.others_in(&env.id, &key) == 0 {
             next.change_seq += 1;
-            events.push(Emission {
-                kind: EventKind::EnvironmentCreated,
-                id: event_id(&[
+            events.push(Emission::new(
+                EventKind::EnvironmentCreated,
+                event_id(&[
                     &env.id,
                     "environment.created",
                     &uid,
                     &next.change_seq.to_string(),
                 ]),
-                timestamp: app
-                    .metadata
+                app.metadata
                     .creation_timestamp
                     .as_ref()
                     .map(|t| t.0.to_string())
                     .filter(|_| prev.is_none())
                     .unwrap_or_else(|| reconciled.to_string()),
-                subject_id: env.id.clone(),
-                environment: env.clone(),
-                artifact_id: None,
-                description: None,
-                service_id: None,
-                chain: None,
-                custom_data: data.clone(),
-            });
+                env.id.clone(),
+                env.clone(),
+                data.clone(),
+            ));
         }
         if let Some(old) = prev_env
             && envs.others_in(&old.id, &key) == 0
@@ -354,30 +374,31 @@ fn applied(
                 let artifact = artifact_of(app, h);
                 if let Some(kind) = kind {
                     let history_id = h.id.to_string();
+                    let deployed_at = h
+                        .deployed_at
+                        .clone()
+                        .or_else(|| {
+                            app.status
+                                .operation_state
+                                .as_ref()
+                                .and_then(|o| o.finished_at.clone())
+                        })
+                        .unwrap_or_else(|| observed_at.to_string());
                     events.push(Emission {
-                        kind,
-                        id: event_id(&[&uid, "history", &history_id, kind.name()]),
-                        timestamp: h
-                            .deployed_at
-                            .clone()
-                            .or_else(|| {
-                                app.status
-                                    .operation_state
-                                    .as_ref()
-                                    .and_then(|o| o.finished_at.clone())
-                            })
-                            .unwrap_or_else(|| observed_at.to_string()),
-                        subject_id: key.clone(),
-                        environment: env.clone(),
                         artifact_id: Some(
                             artifact
                                 .clone()
                                 .unwrap_or_else(|| format!("pkg:generic/{}", app.name())),
                         ),
-                        description: None,
-                        service_id: None,
                         chain: chain.clone(),
-                        custom_data: with_history(&data, h),
+                        ..Emission::new(
+                            kind,
+                            event_id(&[&uid, "history", &history_id, kind.name()]),
+                            deployed_at,
+                            key.clone(),
+                            env.clone(),
+                            with_history(&data, h),
+                        )
                     });
                 }
                 next.last_history_id = Some(h.id);
@@ -389,23 +410,19 @@ fn applied(
             let urls = sorted_urls(app);
             if !urls.is_empty() && urls != p.external_urls {
                 next.change_seq += 1;
-                events.push(Emission {
-                    kind: EventKind::ServicePublished,
-                    id: event_id(&[
+                events.push(Emission::new(
+                    EventKind::ServicePublished,
+                    event_id(&[
                         &uid,
                         "service.published",
                         &urls.join(" "),
                         &next.change_seq.to_string(),
                     ]),
-                    timestamp: reconciled.to_string(),
-                    subject_id: key.clone(),
-                    environment: env.clone(),
-                    artifact_id: None,
-                    description: None,
-                    service_id: None,
-                    chain: None,
-                    custom_data: data.clone(),
-                });
+                    reconciled.to_string(),
+                    key.clone(),
+                    env.clone(),
+                    data.clone(),
+                ));
             }
             next.external_urls = urls;
         }
@@ -499,20 +516,16 @@ fn removal(
             None,
         ));
     }
-    events.push(Emission {
-        kind: EventKind::ServiceRemoved,
-        // An app can leave the watched set and come back (a label selector) before it is
-        // really deleted: the per-app counter keeps every removal's id distinct.
-        id: event_id(&[&prev.uid, "service.removed", &prev.change_seq.to_string()]),
-        timestamp: at.clone(),
-        subject_id: prev.key.clone(),
-        environment: prev.environment.clone(),
-        artifact_id: None,
-        description: None,
-        service_id: None,
-        chain: None,
-        custom_data: data.clone(),
-    });
+    // An app can leave the watched set and come back (a label selector) before it is
+    // really deleted: the per-app counter keeps every removal's id distinct.
+    events.push(Emission::new(
+        EventKind::ServiceRemoved,
+        event_id(&[&prev.uid, "service.removed", &prev.change_seq.to_string()]),
+        at.clone(),
+        prev.key.clone(),
+        prev.environment.clone(),
+        data.clone(),
+    ));
     if envs.others_in(&prev.environment.id, &prev.key) == 0 {
         events.push(environment_deleted(
             &prev.environment,
@@ -526,18 +539,14 @@ fn removal(
 }
 
 fn environment_deleted(env: &Environment, uid: &str, seq: u64, at: &str, data: Value) -> Emission {
-    Emission {
-        kind: EventKind::EnvironmentDeleted,
-        id: event_id(&[&env.id, "environment.deleted", uid, &seq.to_string()]),
-        timestamp: at.to_string(),
-        subject_id: env.id.clone(),
-        environment: env.clone(),
-        artifact_id: None,
-        description: None,
-        service_id: None,
-        chain: None,
-        custom_data: data,
-    }
+    Emission::new(
+        EventKind::EnvironmentDeleted,
+        event_id(&[&env.id, "environment.deleted", uid, &seq.to_string()]),
+        at.to_string(),
+        env.id.clone(),
+        env.clone(),
+        data,
+    )
 }
 
 /// Open and resolve incidents, one per app and cause.
@@ -666,16 +675,18 @@ fn incident_event(
     chain: Option<&Chain>,
 ) -> Emission {
     Emission {
-        kind,
-        id: event_id(&[&incident.id, kind.name()]),
-        timestamp: at.to_string(),
-        subject_id: incident.id.clone(),
-        environment: state.environment.clone(),
         artifact_id: state.artifact_id.clone(),
         description: Some(description.to_string()),
         service_id: Some(state.key.clone()),
         chain: chain.cloned(),
-        custom_data: data.clone(),
+        ..Emission::new(
+            kind,
+            event_id(&[&incident.id, kind.name()]),
+            at,
+            incident.id.clone(),
+            state.environment.clone(),
+            data.clone(),
+        )
     }
 }
 

@@ -10,7 +10,7 @@ use crate::delivery::{Route, now_ms};
 use crate::emit::Inventory;
 use crate::emit::detect::{Change, DetectConfig};
 use crate::emit::event::{self, SpecVersion};
-use crate::emit::source::SourceEvent;
+use crate::emit::source::{Scope, SourceEvent};
 use crate::store::{EmitBatch, NewDelivery, Store};
 use crate::telemetry::metrics;
 use futures::{Stream, StreamExt};
@@ -38,53 +38,59 @@ impl Pipeline {
         event: SourceEvent,
         observed_at: &str,
         batch: &mut EmitBatch,
-    ) -> Option<crate::emit::source::Scope> {
-        let mut listed = None;
-        let changes: Vec<(String, Option<Box<crate::argocd::Application>>, bool)> = match event {
-            SourceEvent::Applied(app) => vec![(app.key(), Some(app), true)],
-            SourceEvent::Deleted(app) => vec![(app.key(), Some(app), false)],
+    ) -> Option<Scope> {
+        match event {
+            SourceEvent::Applied(app) => {
+                self.stage_change(&app.key(), Change::Applied(&app), observed_at, batch);
+                None
+            }
+            SourceEvent::Deleted(app) => {
+                self.stage_change(&app.key(), Change::Deleted(Some(&app)), observed_at, batch);
+                None
+            }
             SourceEvent::ListComplete { scope, seen } => {
                 let gone = self
                     .inventory
-                    .keys_where(|k| scope.contains(k) && !seen.contains(k))
-                    .into_iter()
-                    .map(|k| (k, None, false))
-                    .collect();
-                listed = Some(scope);
-                gone
-            }
-        };
-        for (key, app, applied) in changes {
-            let change = match (&app, applied) {
-                (Some(a), true) => Change::Applied(a),
-                (a, _) => Change::Deleted(a.as_deref()),
-            };
-            let before = self.inventory.get(&key).cloned();
-            let detection = self
-                .inventory
-                .apply(&self.detect, &key, change, observed_at);
-            if detection.next != before {
-                batch.states.push((key.clone(), detection.next.clone()));
-            }
-            for em in &detection.events {
-                let ev = event::build(em, self.version, &self.source);
-                metrics::emitted(&ev.ty);
-                tracing::info!(event_id = %ev.id, event_type = %ev.ty, app = %key, "emitting");
-                let payload = ev.body.to_string();
-                for route in self.routes.iter().filter(|r| r.wants(&ev.ty)) {
-                    batch.deliveries.push(NewDelivery {
-                        sink: route.sink.clone(),
-                        app_key: key.clone(),
-                        event_id: ev.id.clone(),
-                        event_type: ev.ty.clone(),
-                        event_source: ev.source.clone(),
-                        event_time: ev.timestamp.clone(),
-                        payload: payload.clone(),
-                    });
+                    .keys_where(|k| scope.contains(k) && !seen.contains(k));
+                for key in gone {
+                    self.stage_change(&key, Change::Deleted(None), observed_at, batch);
                 }
+                Some(scope)
             }
         }
-        listed
+    }
+
+    /// Run the detector for one app and stage its new state (if it changed) and its events,
+    /// one outbox row per sink that wants each.
+    fn stage_change(
+        &mut self,
+        key: &str,
+        change: Change<'_>,
+        observed_at: &str,
+        batch: &mut EmitBatch,
+    ) {
+        let before = self.inventory.get(key).cloned();
+        let detection = self.inventory.apply(&self.detect, key, change, observed_at);
+        if detection.next != before {
+            batch.states.push((key.to_string(), detection.next.clone()));
+        }
+        for em in &detection.events {
+            let ev = event::build(em, self.version, &self.source);
+            metrics::emitted(&ev.ty);
+            tracing::info!(event_id = %ev.id, event_type = %ev.ty, app = %key, "emitting");
+            let payload = ev.body.to_string();
+            for route in self.routes.iter().filter(|r| r.wants(&ev.ty)) {
+                batch.deliveries.push(NewDelivery {
+                    sink: route.sink.clone(),
+                    app_key: key.to_string(),
+                    event_id: ev.id.clone(),
+                    event_type: ev.ty.clone(),
+                    event_source: ev.source.clone(),
+                    event_time: ev.timestamp.clone(),
+                    payload: payload.clone(),
+                });
+            }
+        }
     }
 
     /// Commit `batch`, retrying until it is committed or `shutdown` is cancelled.
