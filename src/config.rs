@@ -31,6 +31,9 @@ pub struct Config {
     /// Where emitted CDEvents go. `K_SINK` in the environment adds one more.
     #[serde(default)]
     pub sinks: Vec<SinkConfig>,
+    /// The react flow (CloudEvents in, policies, Argo CD actions); absent: off.
+    #[serde(default)]
+    pub react: Option<ReactConfig>,
 }
 
 fn default_listen() -> SocketAddr {
@@ -46,6 +49,7 @@ impl Default for Config {
             emit: EmitConfig::default(),
             delivery: DeliveryConfig::default(),
             sinks: Vec::new(),
+            react: None,
         }
     }
 }
@@ -292,6 +296,221 @@ fn default_auth_header() -> String {
     "Authorization".into()
 }
 
+/// The react flow.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ReactConfig {
+    /// Directory of policy files (`*.yaml`, `*.yml`), relative to the working directory.
+    pub policies: PathBuf,
+    /// How often the policy directory is checked for changes.
+    #[serde(default = "d_2s")]
+    pub reload_interval: HumanDuration,
+    /// Largest accepted request body.
+    #[serde(default = "default_body_limit")]
+    pub body_limit: ByteSize,
+    /// Accept requests without credentials (local trials; loopback listen address only).
+    #[serde(default)]
+    pub allow_unauthenticated: bool,
+    /// Who may send events, and what each may send.
+    #[serde(default)]
+    pub clients: Vec<ClientConfig>,
+    #[serde(default)]
+    pub argocd: ArgoActConfig,
+    /// How often expired preview Applications are looked for.
+    #[serde(default = "d_1m")]
+    pub preview_sweep_interval: HumanDuration,
+}
+
+fn d_2s() -> HumanDuration {
+    HumanDuration(Duration::from_secs(2))
+}
+fn d_1m() -> HumanDuration {
+    HumanDuration(Duration::from_secs(60))
+}
+fn default_body_limit() -> ByteSize {
+    ByteSize(1024 * 1024)
+}
+
+/// One client allowed to send events.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ClientConfig {
+    pub name: String,
+    #[serde(default)]
+    pub bearer: Option<SecretRef>,
+    #[serde(default)]
+    pub hmac: Option<HmacConfig>,
+    /// CloudEvent `source` globs this client may use.
+    pub sources: Vec<String>,
+    /// Event type patterns this client may send (a type without version matches all versions).
+    pub types: Vec<String>,
+    /// Most requests per period (`100/s`); over it: 429 with Retry-After.
+    #[serde(default)]
+    pub rate: Option<Rate>,
+}
+
+/// Where a secret is read from: an env var or a file (never the config itself).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SecretRef {
+    #[serde(default)]
+    pub token_env: Option<String>,
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct HmacConfig {
+    #[serde(default)]
+    pub secret_env: Option<String>,
+    #[serde(default)]
+    pub secret_file: Option<PathBuf>,
+    /// How far a signature's timestamp may be from now.
+    #[serde(default = "d_5m")]
+    pub window: HumanDuration,
+}
+
+/// How the gateway acts on Argo CD.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ArgoActConfig {
+    #[serde(default)]
+    pub backend: ArgoBackend,
+    /// Argo CD server URL (rest backend); defaults to `ARGOCD_SERVER`.
+    #[serde(default)]
+    pub server: Option<HttpUrl>,
+    #[serde(default = "default_token_env")]
+    pub token_env: String,
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    #[serde(default)]
+    pub insecure: bool,
+    /// Argo CD's control-plane namespace: the default namespace of target Applications.
+    #[serde(default = "default_argocd_namespace")]
+    pub namespace: String,
+    #[serde(default = "d_10s")]
+    pub timeout: HumanDuration,
+    /// Retries on 5xx, timeouts and connection errors (never on 4xx).
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+    /// Global ceiling on calls to Argo CD.
+    #[serde(default = "default_argocd_rate")]
+    pub rate: Rate,
+}
+
+fn default_argocd_namespace() -> String {
+    "argocd".into()
+}
+fn default_retries() -> u32 {
+    3
+}
+fn default_argocd_rate() -> Rate {
+    Rate {
+        count: 20,
+        per: Duration::from_secs(1),
+    }
+}
+
+impl Default for ArgoActConfig {
+    fn default() -> Self {
+        ArgoActConfig {
+            backend: ArgoBackend::default(),
+            server: None,
+            token_env: default_token_env(),
+            token_file: None,
+            insecure: false,
+            namespace: default_argocd_namespace(),
+            timeout: d_10s(),
+            retries: default_retries(),
+            rate: default_argocd_rate(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ArgoBackend {
+    /// The Argo CD REST API (`ARGOCD_SERVER`, `ARGOCD_AUTH_TOKEN`).
+    #[default]
+    Rest,
+    /// Merge-patch the Application through the Kubernetes API.
+    Kubernetes,
+}
+
+/// A rate written `N/s`, `N/m` or `N/h`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    pub count: u32,
+    pub per: Duration,
+}
+
+impl fmt::Debug for Rate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let unit = match self.per.as_secs() {
+            1 => "s",
+            60 => "m",
+            _ => "h",
+        };
+        write!(f, "{}/{unit}", self.count)
+    }
+}
+
+impl std::str::FromStr for Rate {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("invalid rate {s:?}; write N/s, N/m or N/h (e.g. 3/h)");
+        let (n, unit) = s.trim().split_once('/').ok_or_else(bad)?;
+        let count: u32 = n.trim().parse().map_err(|_| bad())?;
+        let per = match unit.trim() {
+            "s" => Duration::from_secs(1),
+            "m" => Duration::from_secs(60),
+            "h" => Duration::from_secs(3600),
+            _ => return Err(bad()),
+        };
+        if count == 0 {
+            return Err(format!("invalid rate {s:?}: the count must be at least 1"));
+        }
+        Ok(Rate { count, per })
+    }
+}
+
+impl<'de> Deserialize<'de> for Rate {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// A size written `512KiB`, `1MiB` or a plain byte count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteSize(pub usize);
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        let t = s.trim();
+        let (num, mult) = if let Some(n) = t.strip_suffix("MiB") {
+            (n, 1024 * 1024)
+        } else if let Some(n) = t.strip_suffix("KiB") {
+            (n, 1024)
+        } else {
+            (t, 1)
+        };
+        num.trim()
+            .parse::<usize>()
+            .ok()
+            .and_then(|n| n.checked_mul(mult))
+            .filter(|n| *n > 0)
+            .map(ByteSize)
+            .ok_or_else(|| {
+                serde::de::Error::custom(format!(
+                    "invalid size {s:?}; write e.g. 1MiB, 512KiB or a byte count"
+                ))
+            })
+    }
+}
+
 /// A duration written the human way: `500ms`, `10s`, `15m`, `24h`.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct HumanDuration(pub Duration);
@@ -506,6 +725,9 @@ impl Config {
         if self.emit.source.trim().is_empty() {
             return Err("emit.source: must not be empty".into());
         }
+        if let Some(react) = &self.react {
+            react.validate(self.listen)?;
+        }
         Ok(())
     }
 
@@ -543,6 +765,57 @@ impl Config {
             name: name.into(),
             message,
         })?;
+        Ok(())
+    }
+}
+
+impl ReactConfig {
+    fn validate(&self, listen: SocketAddr) -> Result<(), String> {
+        if self.allow_unauthenticated && !listen.ip().is_loopback() {
+            return Err(format!(
+                "react.allowUnauthenticated: only allowed when listen is a loopback address, not {listen}"
+            ));
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, c) in self.clients.iter().enumerate() {
+            let at = format!("react.clients[{i}]");
+            if c.name.trim().is_empty() {
+                return Err(format!("{at}.name: must not be empty"));
+            }
+            if !names.insert(c.name.as_str()) {
+                return Err(format!("{at}.name: {:?} is used by an earlier client", c.name));
+            }
+            match (&c.bearer, &c.hmac) {
+                (Some(b), None) => {
+                    if b.token_env.is_some() == b.token_file.is_some() {
+                        return Err(format!(
+                            "{at}.bearer: set exactly one of tokenEnv and tokenFile"
+                        ));
+                    }
+                }
+                (None, Some(h)) => {
+                    if h.secret_env.is_some() == h.secret_file.is_some() {
+                        return Err(format!(
+                            "{at}.hmac: set exactly one of secretEnv and secretFile"
+                        ));
+                    }
+                }
+                _ => return Err(format!("{at}: set exactly one of bearer and hmac")),
+            }
+            if c.sources.is_empty() {
+                return Err(format!(
+                    "{at}.sources: list the CloudEvent sources this client may use (\"*\" for any)"
+                ));
+            }
+            if c.types.is_empty() {
+                return Err(format!(
+                    "{at}.types: list the event types this client may send (\"*\" for any)"
+                ));
+            }
+        }
+        if self.argocd.namespace.trim().is_empty() {
+            return Err("react.argocd.namespace: must not be empty".into());
+        }
         Ok(())
     }
 }

@@ -1,5 +1,7 @@
 //! The running gateway: opens the store, starts the watch source, the emit pipeline and
-//! one delivery worker per sink, and serves HTTP (`/healthz`, `/readyz`, `/metrics`) until
+//! one delivery worker per sink, and — with a `react` section — the event intake, the policy
+//! reloader, the action engine and the preview sweeper; serves HTTP (`/`, `/events`,
+//! `/healthz`, `/readyz`, `/metrics`) until
 //! the shutdown token is cancelled; then it stops taking work and drains in-flight
 //! deliveries (bounded by `delivery.drainTimeout`). It holds no decision logic.
 
@@ -43,6 +45,52 @@ pub enum RunError {
     Serve(#[from] std::io::Error),
     #[error("building the HTTP client: {0}")]
     Client(reqwest::Error),
+    #[error("policies: {0}")]
+    Policies(#[from] crate::react::policy::PolicyError),
+    #[error(transparent)]
+    Secret(#[from] crate::react::auth::SecretError),
+    #[error("react.argocd: {0}")]
+    Endpoint(#[from] crate::argocd::EndpointError),
+    #[error(transparent)]
+    Argo(#[from] crate::argocd::ArgoError),
+}
+
+/// The Argo CD backend the react flow acts through.
+async fn argocd_backend(
+    cfg: &crate::config::ReactConfig,
+    policies: &crate::react::policy::PolicySet,
+    env: &Env,
+) -> Result<Arc<dyn crate::argocd::ArgoCd>, RunError> {
+    let a = &cfg.argocd;
+    match a.backend {
+        crate::config::ArgoBackend::Rest => {
+            let (server, token) =
+                crate::argocd::endpoint(a.server.as_ref(), &a.token_env, a.token_file.as_deref(), &|k| env(k))?;
+            let token = token.ok_or_else(|| {
+                crate::argocd::ArgoError::Setup(format!(
+                    "no Argo CD token: set {} or react.argocd.tokenFile",
+                    a.token_env
+                ))
+            })?;
+            Ok(Arc::new(crate::argocd::rest::RestClient::new(
+                server, token, a.insecure, a.timeout.0, a.retries,
+            )?))
+        }
+        crate::config::ArgoBackend::Kubernetes => {
+            let client = kube::Client::try_default()
+                .await
+                .map_err(|e| RunError::Kube(e.to_string()))?;
+            let mut namespaces = vec![a.namespace.clone()];
+            for p in &policies.policies {
+                for ns in &p.target.namespaces {
+                    if !namespaces.contains(ns) {
+                        namespaces.push(ns.clone());
+                    }
+                }
+            }
+            Ok(Arc::new(crate::argocd::kube_backend::KubeBackend::new(client, namespaces)))
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -126,11 +174,56 @@ pub async fn run(
         sinks: Arc::new(config.sinks.iter().map(|s| s.name.clone()).collect()),
         shutdown: shutdown.clone(),
     };
+    // The react flow.
+    let events = match &config.react {
+        None => crate::react::intake::disabled_routes(),
+        Some(rc) => {
+            use crate::react::{self, PolicyHandle, engine::Engine, intake};
+            metrics::init_react();
+            let schemas = react::schema::Schemas::get();
+            let policies = react::load_policies(&rc.policies)?;
+            tracing::info!(policies = policies.len(), dir = %rc.policies.display(), schemas = schemas.len(), "react flow: policies loaded");
+            let argocd = argocd_backend(rc, &policies, &env).await?;
+            let handle = PolicyHandle::new(policies);
+            let clients = react::auth::Clients::from_config(rc, &|k| env(k))?;
+            let notify = Arc::new(Notify::new());
+            let committer = intake::Committer::start(store.clone(), notify.clone());
+            let engine = Arc::new(Engine::new(
+                store.clone(),
+                argocd.clone(),
+                handle.clone(),
+                rc.argocd.namespace.clone(),
+                rc.argocd.rate,
+            ));
+            workers.spawn(engine.run(notify, work_stop.clone()));
+            workers.spawn(react::watch_policies(
+                handle.clone(),
+                rc.policies.clone(),
+                rc.reload_interval.0,
+                work_stop.clone(),
+            ));
+            workers.spawn(react::sweep_previews(
+                store.clone(),
+                argocd,
+                rc.preview_sweep_interval.0,
+                work_stop.clone(),
+            ));
+            intake::routes(Arc::new(intake::Intake {
+                clients,
+                policies: handle,
+                schemas,
+                committer,
+                body_limit: rc.body_limit.0,
+            }))
+        }
+    };
+
     let app = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_handler))
-        .with_state(state);
+        .with_state(state)
+        .merge(events);
     tracing::info!(addr = %listener.local_addr()?, "listening");
     let serve_stop = shutdown.clone();
     axum::serve(listener, app)

@@ -47,6 +47,15 @@ pub mod metrics {
         pub delivery_duration: Family<Labels, Histogram>,
         pub outbox_pending: Family<Labels, Gauge>,
         pub dead_letters: Family<Labels, Gauge>,
+        pub events_received: Family<Labels, Counter>,
+        pub events_rejected: Family<Labels, Counter>,
+        pub events_deduplicated: Counter,
+        pub decisions: Family<Labels, Counter>,
+        pub argocd_requests: Family<Labels, Counter>,
+        pub argocd_duration: Family<Labels, Histogram>,
+        pub policy_reloads: Family<Labels, Counter>,
+        pub policy_reload_success: Gauge,
+        pub policies_loaded: Gauge,
     }
 
     fn latency_histogram() -> Histogram {
@@ -95,8 +104,73 @@ pub mod metrics {
             "Events in the dead-letter state, by sink",
             dead_letters.clone(),
         );
+        let events_received = Family::<Labels, Counter>::default();
+        registry.register(
+            "events_received",
+            "Events accepted by the intake (committed to the inbox), by type",
+            events_received.clone(),
+        );
+        let events_rejected = Family::<Labels, Counter>::default();
+        registry.register(
+            "events_rejected",
+            "Requests the intake refused, by reason (unauthenticated, forbidden, invalid, too_large, unsupported_media_type, rate_limited, unavailable)",
+            events_rejected.clone(),
+        );
+        let events_deduplicated = Counter::default();
+        registry.register(
+            "events_deduplicated",
+            "Events received again (same source and id) and not acted on twice",
+            events_deduplicated.clone(),
+        );
+        let decisions = Family::<Labels, Counter>::default();
+        registry.register(
+            "decisions",
+            "Policy decisions, by outcome (acted, skipped, failed, dry-run) and action",
+            decisions.clone(),
+        );
+        let argocd_requests = Family::<Labels, Counter>::default();
+        registry.register(
+            "argocd_requests",
+            "Calls to Argo CD, by operation and result (success, refused, error)",
+            argocd_requests.clone(),
+        );
+        let argocd_duration = Family::<Labels, Histogram>::new_with_constructor(
+            latency_histogram as fn() -> Histogram,
+        );
+        registry.register(
+            "argocd_request_duration_seconds",
+            "Duration of one call to Argo CD, by operation",
+            argocd_duration.clone(),
+        );
+        let policy_reloads = Family::<Labels, Counter>::default();
+        registry.register(
+            "policy_reloads",
+            "Policy directory loads, by result (success, error)",
+            policy_reloads.clone(),
+        );
+        let policy_reload_success = Gauge::default();
+        registry.register(
+            "policy_reload_success",
+            "1 if the last policy load succeeded, 0 if it failed (the previous set stays active)",
+            policy_reload_success.clone(),
+        );
+        let policies_loaded = Gauge::default();
+        registry.register(
+            "policies_loaded",
+            "Policies in the active set",
+            policies_loaded.clone(),
+        );
         Metrics {
             registry,
+            events_received,
+            events_rejected,
+            events_deduplicated,
+            decisions,
+            argocd_requests,
+            argocd_duration,
+            policy_reloads,
+            policy_reload_success,
+            policies_loaded,
             emitted,
             watch_restarts,
             deliveries,
@@ -174,5 +248,86 @@ pub mod metrics {
         m.dead_letters
             .get_or_create(&vec![("sink", sink.to_string())])
             .set(dead);
+    }
+
+    /// Create the react flow's series at zero.
+    pub fn init_react() {
+        let m = get();
+        for reason in [
+            "unauthenticated",
+            "forbidden",
+            "invalid",
+            "too_large",
+            "unsupported_media_type",
+            "rate_limited",
+            "unavailable",
+        ] {
+            let _ = m.events_rejected.get_or_create(&vec![("reason", reason.to_string())]);
+        }
+        for result in ["success", "error"] {
+            let _ = m.policy_reloads.get_or_create(&vec![("result", result.to_string())]);
+        }
+    }
+
+    pub fn event_received(ty: &str) {
+        get()
+            .events_received
+            .get_or_create(&vec![("type", ty.to_string())])
+            .inc();
+    }
+
+    pub fn event_rejected(reason: &'static str) {
+        get()
+            .events_rejected
+            .get_or_create(&vec![("reason", reason.to_string())])
+            .inc();
+    }
+
+    pub fn event_deduplicated() {
+        get().events_deduplicated.inc();
+    }
+
+    pub fn decision(outcome: &str, action: &str) {
+        get()
+            .decisions
+            .get_or_create(&vec![
+                ("outcome", outcome.to_string()),
+                ("action", action.to_string()),
+            ])
+            .inc();
+    }
+
+    /// One call to Argo CD; `result` is `success`, or the HTTP status / `error`, folded to
+    /// `refused` (an answer other than 2xx) or `error` (no answer).
+    pub fn argocd_request(operation: &str, result: &str, took: std::time::Duration) {
+        let m = get();
+        let result = match result {
+            "ok" | "success" => "success",
+            "error" => "error",
+            _ => "refused",
+        };
+        m.argocd_requests
+            .get_or_create(&vec![
+                ("operation", operation.to_string()),
+                ("result", result.to_string()),
+            ])
+            .inc();
+        m.argocd_duration
+            .get_or_create(&vec![("operation", operation.to_string())])
+            .observe(took.as_secs_f64());
+    }
+
+    pub fn policy_reload(ok: bool, loaded: usize) {
+        let m = get();
+        m.policy_reloads
+            .get_or_create(&vec![(
+                "result",
+                if ok { "success" } else { "error" }.to_string(),
+            )])
+            .inc();
+        m.policy_reload_success.set(i64::from(ok));
+        if ok {
+            m.policies_loaded.set(i64::try_from(loaded).unwrap_or(i64::MAX));
+        }
     }
 }

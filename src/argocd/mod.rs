@@ -1,10 +1,100 @@
-//! Argo CD: the Application model as the gateway reads it, shared by the emit flow (watch
-//! sources) and, later, the react flow (clients that act on Argo CD).
+//! Argo CD: the Application model as the emit flow reads it, and the clients the react flow
+//! acts through — one trait, [`ArgoCd`], with two backends: the REST API ([`rest`]) and the
+//! Kubernetes API ([`kube_backend`]). Backends carry out [`step::Step`]s; they decide
+//! nothing (the planner in `react::plan` does).
 //!
 //! The model is a deliberately partial, lenient view of `applications.argoproj.io/v1alpha1`:
 //! unknown fields are ignored and every field is optional, so a newer Argo CD never breaks
-//! the gateway. It must never be used to write an Application back (it would drop fields).
+//! the gateway. It must never be used to write an Application back (it would drop fields);
+//! the react flow works on the raw JSON objects instead.
 
+pub mod kube_backend;
 pub mod model;
+pub mod rest;
+pub mod step;
 
 pub use model::Application;
+
+use crate::react::matcher::AppRef;
+use async_trait::async_trait;
+use serde_json::Value;
+
+/// The user name the gateway's operations carry (`operation.initiatedBy.username`). Through
+/// REST Argo CD sets it from the token's account, which should have this name.
+pub const USERNAME: &str = "argocd-cdevents";
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ArgoError {
+    /// Argo CD (or the API server) answered with an error status: not retried.
+    #[error("Argo CD refused ({status}): {message}")]
+    Refused { status: u16, message: String },
+    /// No answer, a timeout or 5xx after every retry.
+    #[error("Argo CD unavailable: {0}")]
+    Unavailable(String),
+    #[error("Argo CD client set-up: {0}")]
+    Setup(String),
+}
+
+impl ArgoError {
+    /// Argo CD says an operation is already running.
+    pub fn is_operation_in_progress(&self) -> bool {
+        matches!(self, ArgoError::Refused { message, .. } if message.contains("another operation is already in progress"))
+    }
+}
+
+/// What the react flow needs from Argo CD.
+#[async_trait]
+pub trait ArgoCd: Send + Sync + 'static {
+    /// One Application as Argo CD returns it; `None` when it does not exist.
+    async fn get(&self, app: &AppRef) -> Result<Option<Value>, ArgoError>;
+    /// Applications matching a label selector (and project).
+    async fn list(&self, selector: &str, project: Option<&str>) -> Result<Vec<Value>, ArgoError>;
+    /// Carry out one step.
+    async fn execute(&self, app: &AppRef, step: &step::Step) -> Result<(), ArgoError>;
+}
+
+/// Where Argo CD's API is and the token to use, as the argocd CLI finds them: the configured
+/// URL or `ARGOCD_SERVER` (`https://` added when bare), the token from a file or an env var.
+pub fn endpoint(
+    server: Option<&crate::config::HttpUrl>,
+    token_env: &str,
+    token_file: Option<&std::path::Path>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(reqwest::Url, Option<String>), EndpointError> {
+    let server = match server {
+        Some(u) => u.0.clone(),
+        None => {
+            let raw = env("ARGOCD_SERVER").ok_or(EndpointError::NoServer)?;
+            let with_scheme = if raw.contains("://") {
+                raw
+            } else {
+                format!("https://{raw}")
+            };
+            reqwest::Url::parse(&with_scheme).map_err(|_| EndpointError::NoServer)?
+        }
+    };
+    let token = match token_file {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .map_err(|source| EndpointError::TokenFile {
+                    path: path.display().to_string(),
+                    source,
+                })?
+                .trim()
+                .to_string(),
+        ),
+        None => env(token_env),
+    };
+    Ok((server, token))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EndpointError {
+    #[error("no Argo CD server: set its URL in the config or ARGOCD_SERVER")]
+    NoServer,
+    #[error("cannot read the Argo CD token file {path}: {source}")]
+    TokenFile {
+        path: String,
+        source: std::io::Error,
+    },
+}

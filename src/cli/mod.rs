@@ -1,5 +1,5 @@
-//! The command line: `serve`, `check`, `replay`, `outbox list|redrive`, `incidents list`,
-//! `version`. Glue only: parse flags, load config, call the library, map errors to exit
+//! The command line: `serve`, `check`, `replay`, `policy test`, `outbox list|redrive`,
+//! `incidents list`, `decisions list`, `version`. Glue only: parse flags, load config, call the library, map errors to exit
 //! codes (2 for bad input or config, 1 for a failure while running).
 
 use crate::config::{Config, StoreUrl, default_source};
@@ -19,7 +19,9 @@ use tokio_util::sync::CancellationToken;
     version,
     about = "A bidirectional CDEvents gateway for Argo CD",
     long_about = "Watches Argo CD Applications and emits CDEvents (as CloudEvents) to sinks, \
-                  reliably, from a durable outbox. See docs/ for the event mapping and operations."
+                  reliably, from a durable outbox; receives CloudEvents and acts on Argo CD \
+                  (sync, rollback, refresh, image update, preview environments) through policy \
+                  rules. See docs/ for the event mapping, policies and operations."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -30,8 +32,14 @@ struct Cli {
 enum Command {
     /// Run the gateway.
     Serve(ServeArgs),
-    /// Validate the configuration and exit (0: valid, 2: invalid).
+    /// Validate the configuration and its policies, then exit (0: valid, 2: invalid).
     Check(ConfigArgs),
+    /// Try policies on an event, offline.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+    /// Inspect the react flow's recorded decisions.
+    #[command(subcommand)]
+    Decisions(DecisionsCommand),
     /// Replay Kubernetes watch events (JSON Lines) through the detector and print the
     /// CDEvents emitted, one JSON document per line. No store, no network.
     Replay(ReplayArgs),
@@ -121,6 +129,41 @@ enum IncidentsCommand {
     },
 }
 
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Run one event through the policies against the given Applications and print one JSON
+    /// object per decision per line (policy, application, action, outcome act|skip, reason,
+    /// request). No network, no store; cooldown and rate limits are not applied.
+    Test {
+        /// The policy directory.
+        #[arg(long)]
+        policies: PathBuf,
+        /// One CloudEvent (structured JSON) or a bare CDEvent.
+        #[arg(long)]
+        event: PathBuf,
+        /// A JSON array of Applications as Argo CD returns them.
+        #[arg(long)]
+        apps: Option<PathBuf>,
+        /// Namespace of targets given without one (Argo CD's namespace).
+        #[arg(long, default_value = "argocd")]
+        namespace: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum DecisionsCommand {
+    /// List recorded decisions, newest first.
+    List {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
 #[derive(Args)]
 struct ReplayArgs {
     /// CDEvents spec version of the printed events.
@@ -145,12 +188,27 @@ pub fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Check(args) => match load(&args) {
-            Ok(_) => {
-                println!("configuration is valid");
-                ExitCode::SUCCESS
-            }
+            Ok(config) => match &config.react {
+                None => {
+                    println!("configuration is valid");
+                    ExitCode::SUCCESS
+                }
+                Some(rc) => match crate::react::policy::load_dir(&rc.policies) {
+                    Ok(set) => {
+                        println!(
+                            "configuration is valid; {} policies in {} compile",
+                            set.len(),
+                            rc.policies.display()
+                        );
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => fail(2, &e),
+                },
+            },
             Err(e) => fail(2, &e),
         },
+        Command::Policy(cmd) => policy(cmd),
+        Command::Decisions(cmd) => with_runtime(decisions(cmd)),
         Command::Replay(args) => replay(args),
         Command::Serve(args) => with_runtime(serve(args)),
         Command::Outbox(cmd) => with_runtime(outbox(cmd)),
@@ -362,4 +420,99 @@ fn replay(args: ReplayArgs) -> ExitCode {
         }
         Err(e) => fail(1, &e),
     }
+}
+
+fn policy(cmd: PolicyCommand) -> ExitCode {
+    let PolicyCommand::Test {
+        policies,
+        event,
+        apps,
+        namespace,
+    } = cmd;
+    let set = match crate::react::policy::load_dir(&policies) {
+        Ok(s) => s,
+        Err(e) => return fail(2, &e),
+    };
+    let text = match std::fs::read_to_string(&event) {
+        Ok(t) => t,
+        Err(e) => return fail(2, &format!("{}: {e}", event.display())),
+    };
+    let ev = match crate::react::simulate::read_event(&text) {
+        Ok(ev) => ev,
+        Err(e) => return fail(2, &format!("{}:{e}", event.display())),
+    };
+    let apps: Vec<serde_json::Value> = match &apps {
+        None => Vec::new(),
+        Some(path) => {
+            let parsed = std::fs::read_to_string(path)
+                .map_err(|e| format!("{}: {e}", path.display()))
+                .and_then(|t| {
+                    serde_json::from_str(&t).map_err(|e| {
+                        format!(
+                            "{}:{}:{}: not a JSON array of Applications: {e}",
+                            path.display(),
+                            e.line(),
+                            e.column()
+                        )
+                    })
+                });
+            match parsed {
+                Ok(a) => a,
+                Err(e) => return fail(2, &e),
+            }
+        }
+    };
+    match crate::react::simulate::simulate(&set, &ev, &apps, &namespace, chrono::Utc::now()) {
+        Ok(decisions) => {
+            let mut out = std::io::stdout().lock();
+            for d in decisions {
+                if writeln!(out, "{}", serde_json::to_string(&d).unwrap_or_default()).is_err() {
+                    return ExitCode::from(1);
+                }
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(2, &format!("{}: {e}", event.display())),
+    }
+}
+
+async fn decisions(cmd: DecisionsCommand) -> anyhow::Result<()> {
+    let DecisionsCommand::List { store, limit, json } = cmd;
+    let st = store::open_existing(&store_url(&store)?).await?;
+    let rows = st.list_decisions(limit).await?;
+    let mut out = std::io::stdout().lock();
+    if json {
+        for r in rows {
+            let mut v = serde_json::to_value(&r)?;
+            v["requests"] = serde_json::from_str(&r.requests).unwrap_or_default();
+            v["decidedAt"] = serde_json::json!(
+                chrono::DateTime::from_timestamp_millis(r.decided_at)
+                    .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+            );
+            writeln!(out, "{v}")?;
+        }
+    } else {
+        writeln!(
+            out,
+            "{:>6}  {:<24}  {:<9}  {:<28}  {:<36}  {:<17}  REASON",
+            "SEQ", "TIME", "OUTCOME", "POLICY", "APPLICATION", "ACTION"
+        )?;
+        for r in rows {
+            let time = chrono::DateTime::from_timestamp_millis(r.decided_at)
+                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+                .unwrap_or_default();
+            writeln!(
+                out,
+                "{:>6}  {:<24}  {:<9}  {:<28}  {:<36}  {:<17}  {}",
+                r.seq,
+                time,
+                r.outcome.as_str(),
+                r.policy,
+                r.application,
+                r.action,
+                r.reason
+            )?;
+        }
+    }
+    Ok(())
 }

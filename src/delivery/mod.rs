@@ -26,28 +26,7 @@ pub fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-/// `*`-glob match of an event type (`dev.cdevents.service.*`).
-pub fn type_matches(pattern: &str, ty: &str) -> bool {
-    match pattern.split_once('*') {
-        None => pattern == ty,
-        Some((head, rest)) => {
-            let Some(mut tail) = ty.strip_prefix(head) else {
-                return false;
-            };
-            // try every split for the remaining pattern
-            loop {
-                if type_matches(rest, tail) {
-                    return true;
-                }
-                let mut chars = tail.chars();
-                if chars.next().is_none() {
-                    return false;
-                }
-                tail = chars.as_str();
-            }
-        }
-    }
-}
+pub use crate::pattern::glob_match as type_matches;
 
 /// Where the emit pipeline routes an event: a sink's name, type filter and wake-up.
 #[derive(Clone)]

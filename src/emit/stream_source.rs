@@ -75,30 +75,18 @@ impl StreamSource {
         cfg: &ArgoStreamConfig,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Self, StreamError> {
-        let server = match &cfg.server {
-            Some(u) => u.0.clone(),
-            None => {
-                let raw = env("ARGOCD_SERVER").ok_or(StreamError::NoServer)?;
-                let with_scheme = if raw.contains("://") {
-                    raw
-                } else {
-                    format!("https://{raw}")
-                };
-                reqwest::Url::parse(&with_scheme).map_err(|_| StreamError::NoServer)?
+        let (server, token) = crate::argocd::endpoint(
+            cfg.server.as_ref(),
+            &cfg.token_env,
+            cfg.token_file.as_deref(),
+            env,
+        )
+        .map_err(|e| match e {
+            crate::argocd::EndpointError::NoServer => StreamError::NoServer,
+            crate::argocd::EndpointError::TokenFile { path, source } => {
+                StreamError::TokenFile { path, source }
             }
-        };
-        let token = match &cfg.token_file {
-            Some(path) => Some(
-                std::fs::read_to_string(path)
-                    .map_err(|source| StreamError::TokenFile {
-                        path: path.display().to_string(),
-                        source,
-                    })?
-                    .trim()
-                    .to_string(),
-            ),
-            None => env(&cfg.token_env),
-        };
+        })?;
         let client = reqwest::Client::builder()
             .danger_accept_invalid_certs(cfg.insecure)
             .connect_timeout(Duration::from_secs(10))

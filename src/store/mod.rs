@@ -1,5 +1,6 @@
 //! The store: everything the gateway must not forget across restarts — per-app state, open
-//! incidents, and the outbox with each delivery's state.
+//! incidents, the outbox with each delivery's state, the react flow's inbox (deduplicated
+//! received events) and its decisions (the audit trail).
 //!
 //! One trait, [`Store`], with the SQLite implementation ([`sqlite::SqliteStore`], the
 //! embedded default). The trait is shaped for a PostgreSQL implementation (set-based
@@ -120,6 +121,92 @@ pub struct OutboxCount {
     pub count: i64,
 }
 
+/// A received event to put in the inbox.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewInbound {
+    pub source: String,
+    pub event_id: String,
+    pub event_type: String,
+    pub client: String,
+    /// The event as JSON (`react::inbound::Inbound`).
+    pub payload: String,
+}
+
+/// One inbox row.
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+#[serde(rename_all = "camelCase")]
+pub struct InboxRow {
+    pub seq: i64,
+    pub source: String,
+    pub event_id: String,
+    pub event_type: String,
+    pub client: String,
+    #[serde(skip)]
+    pub payload: String,
+    pub received_at: i64,
+    pub status: String,
+}
+
+/// What happened to one (event, policy, application).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, sqlx::Type)]
+#[serde(rename_all = "kebab-case")]
+#[sqlx(type_name = "TEXT", rename_all = "kebab-case")]
+pub enum Outcome {
+    /// Claimed, the calls to Argo CD are being made.
+    Acting,
+    Acted,
+    Skipped,
+    Failed,
+    DryRun,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Acting => "acting",
+            Outcome::Acted => "acted",
+            Outcome::Skipped => "skipped",
+            Outcome::Failed => "failed",
+            Outcome::DryRun => "dry-run",
+        }
+    }
+}
+
+/// A decision to record.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NewDecision {
+    pub event_source: String,
+    pub event_id: String,
+    pub event_type: String,
+    pub policy: String,
+    pub application: String,
+    pub action: String,
+    pub outcome: Outcome,
+    pub reason: String,
+    pub chain_id: Option<String>,
+    /// The Argo CD requests made (or that would be made), as a JSON array.
+    pub requests: String,
+}
+
+/// One recorded decision.
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+#[serde(rename_all = "camelCase")]
+pub struct DecisionRow {
+    pub seq: i64,
+    pub decided_at: i64,
+    pub event_source: String,
+    pub event_id: String,
+    pub event_type: String,
+    pub policy: String,
+    pub application: String,
+    pub action: String,
+    pub outcome: Outcome,
+    pub reason: String,
+    pub chain_id: Option<String>,
+    pub requests: String,
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Every recorded app state.
@@ -160,6 +247,25 @@ pub trait Store: Send + Sync + 'static {
     async fn open_incidents(&self) -> Result<Vec<IncidentRow>, StoreError>;
     /// A cheap round trip, for `/readyz`.
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Commit received events in one transaction. Returns, per event, whether it is new
+    /// (`false`: the same source + id was received before, or earlier in this batch).
+    async fn commit_inbox(&self, events: &[NewInbound], now_ms: i64) -> Result<Vec<bool>, StoreError>;
+    /// Pending inbox rows after `after_seq`, oldest first.
+    async fn pending_inbox(&self, after_seq: i64, limit: i64) -> Result<Vec<InboxRow>, StoreError>;
+    async fn finish_inbox(&self, seq: i64, now_ms: i64) -> Result<(), StoreError>;
+    /// Record a decision. Returns `false` when one exists for the same event, policy and
+    /// application (it is then left as it is): the guard against acting twice.
+    async fn record_decision(&self, d: &NewDecision, now_ms: i64) -> Result<bool, StoreError>;
+    /// Update a claimed (`acting`) decision with its final outcome.
+    async fn settle_decision(&self, d: &NewDecision, now_ms: i64) -> Result<(), StoreError>;
+    /// Decisions left `acting` by a stopped gateway become `failed` (never retried: the
+    /// call may have reached Argo CD). Returns how many.
+    async fn settle_interrupted(&self, now_ms: i64) -> Result<u64, StoreError>;
+    /// When this policy last acted on this application.
+    async fn last_acted(&self, policy: &str, application: &str) -> Result<Option<i64>, StoreError>;
+    /// Decisions, newest first.
+    async fn list_decisions(&self, limit: i64) -> Result<Vec<DecisionRow>, StoreError>;
 }
 
 /// Open the store named by `url`, creating and migrating it as needed.

@@ -6,7 +6,10 @@
 //! forgetting a mark only means the event is sent once more (at-least-once holds). This keeps
 //! an fsync off the path between one event's delivery and the next event's commit.
 
-use super::{EmitBatch, IncidentRow, OutboxCount, OutboxFilter, OutboxRow, Store, StoreError};
+use super::{
+    DecisionRow, EmitBatch, InboxRow, IncidentRow, NewDecision, NewInbound, OutboxCount,
+    OutboxFilter, OutboxRow, Store, StoreError,
+};
 use crate::emit::detect::AppState;
 use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
@@ -314,5 +317,122 @@ impl Store for SqliteStore {
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
+    }
+
+    async fn commit_inbox(&self, events: &[NewInbound], now_ms: i64) -> Result<Vec<bool>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let mut fresh = Vec::with_capacity(events.len());
+        for e in events {
+            let done = sqlx::query(
+                "INSERT INTO inbox (source, event_id, event_type, client, payload, received_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (source, event_id) DO NOTHING",
+            )
+            .bind(&e.source)
+            .bind(&e.event_id)
+            .bind(&e.event_type)
+            .bind(&e.client)
+            .bind(&e.payload)
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await?;
+            fresh.push(done.rows_affected() == 1);
+        }
+        tx.commit().await?;
+        Ok(fresh)
+    }
+
+    async fn pending_inbox(&self, after_seq: i64, limit: i64) -> Result<Vec<InboxRow>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT seq, source, event_id, event_type, client, payload, received_at, status \
+             FROM inbox WHERE status = 'pending' AND seq > $1 ORDER BY seq LIMIT $2",
+        )
+        .bind(after_seq)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    async fn finish_inbox(&self, seq: i64, now_ms: i64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE inbox SET status = 'done', done_at = $2 WHERE seq = $1")
+            .bind(seq)
+            .bind(now_ms)
+            .execute(&self.marks)
+            .await?;
+        Ok(())
+    }
+
+    async fn record_decision(&self, d: &NewDecision, now_ms: i64) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "INSERT INTO decisions (decided_at, event_source, event_id, event_type, policy, \
+             application, action, outcome, reason, chain_id, requests) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+             ON CONFLICT (event_source, event_id, policy, application) DO NOTHING",
+        )
+        .bind(now_ms)
+        .bind(&d.event_source)
+        .bind(&d.event_id)
+        .bind(&d.event_type)
+        .bind(&d.policy)
+        .bind(&d.application)
+        .bind(&d.action)
+        .bind(d.outcome)
+        .bind(&d.reason)
+        .bind(&d.chain_id)
+        .bind(&d.requests)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn settle_decision(&self, d: &NewDecision, now_ms: i64) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE decisions SET outcome = $1, reason = $2, requests = $3, decided_at = $4 \
+             WHERE event_source = $5 AND event_id = $6 AND policy = $7 AND application = $8",
+        )
+        .bind(d.outcome)
+        .bind(&d.reason)
+        .bind(&d.requests)
+        .bind(now_ms)
+        .bind(&d.event_source)
+        .bind(&d.event_id)
+        .bind(&d.policy)
+        .bind(&d.application)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn settle_interrupted(&self, now_ms: i64) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "UPDATE decisions SET outcome = 'failed', decided_at = $1, reason = \
+             'interrupted: the gateway stopped while calling Argo CD; not retried (the call may have been made)' \
+             WHERE outcome = 'acting'",
+        )
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn last_acted(&self, policy: &str, application: &str) -> Result<Option<i64>, StoreError> {
+        let row: Option<(Option<i64>,)> = sqlx::query_as(
+            "SELECT MAX(decided_at) FROM decisions WHERE policy = $1 AND application = $2 \
+             AND outcome IN ('acted', 'acting')",
+        )
+        .bind(policy)
+        .bind(application)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.and_then(|r| r.0))
+    }
+
+    async fn list_decisions(&self, limit: i64) -> Result<Vec<DecisionRow>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT seq, decided_at, event_source, event_id, event_type, policy, application, \
+             action, outcome, reason, chain_id, requests FROM decisions ORDER BY seq DESC LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
     }
 }

@@ -1,0 +1,199 @@
+//! The Kubernetes backend: acts on `applications.argoproj.io` objects directly, as Argo
+//! CD's controller expects — a sync is a merge patch of `.operation` (Kubernetes field names:
+//! flat `syncOptions`, `initiatedBy.username: argocd-cdevents`), guarded by the object's
+//! `resourceVersion` so it never overwrites an operation that started in between; a refresh
+//! is the `argocd.argoproj.io/refresh` annotation; a cascading delete adds Argo CD's
+//! resources finalizer first. This path skips Argo CD RBAC and sync windows (see
+//! docs/security.md).
+
+use super::step::{Step, SyncStep};
+use super::{ArgoCd, ArgoError, USERNAME};
+use crate::react::matcher::AppRef;
+use async_trait::async_trait;
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams, PropagationPolicy};
+use kube::discovery::ApiResource;
+use serde_json::{Value, json};
+
+pub struct KubeBackend {
+    client: kube::Client,
+    resource: ApiResource,
+    /// Namespaces listed for selector targets.
+    namespaces: Vec<String>,
+}
+
+impl KubeBackend {
+    pub fn new(client: kube::Client, namespaces: Vec<String>) -> KubeBackend {
+        KubeBackend {
+            client,
+            resource: ApiResource {
+                group: "argoproj.io".into(),
+                version: "v1alpha1".into(),
+                api_version: "argoproj.io/v1alpha1".into(),
+                kind: "Application".into(),
+                plural: "applications".into(),
+            },
+            namespaces,
+        }
+    }
+
+    fn api(&self, ns: &str) -> Api<DynamicObject> {
+        Api::namespaced_with(self.client.clone(), ns, &self.resource)
+    }
+}
+
+fn err(e: kube::Error) -> ArgoError {
+    match e {
+        kube::Error::Api(s) => ArgoError::Refused {
+            status: s.code,
+            message: s.message,
+        },
+        other => ArgoError::Unavailable(other.to_string()),
+    }
+}
+
+fn to_json(o: DynamicObject) -> Value {
+    serde_json::to_value(o).unwrap_or(Value::Null)
+}
+
+/// The `.operation` object Argo CD's controller reads (Kubernetes field names).
+pub fn operation(s: &SyncStep) -> Value {
+    let mut sync = json!({ "prune": s.prune });
+    if let Some(r) = &s.revision {
+        sync["revision"] = json!(r);
+    }
+    if !s.revisions.is_empty() {
+        sync["revisions"] = json!(s.revisions);
+        sync["sourcePositions"] = json!(s.source_positions);
+    }
+    if !s.sync_options.is_empty() {
+        sync["syncOptions"] = json!(s.sync_options);
+    }
+    if !s.resources.is_empty() {
+        sync["resources"] = json!(s.resources);
+    }
+    if let Some(src) = &s.source {
+        sync["source"] = src.clone();
+    }
+    if let Some(srcs) = &s.sources {
+        sync["sources"] = srcs.clone();
+    }
+    json!({
+        "initiatedBy": {"username": USERNAME},
+        "info": s.infos.iter().map(|(n, v)| json!({"name": n, "value": v})).collect::<Vec<_>>(),
+        "sync": sync,
+    })
+}
+
+#[async_trait]
+impl ArgoCd for KubeBackend {
+    async fn get(&self, app: &AppRef) -> Result<Option<Value>, ArgoError> {
+        self.api(&app.namespace)
+            .get_opt(&app.name)
+            .await
+            .map(|o| o.map(to_json))
+            .map_err(err)
+    }
+
+    async fn list(&self, selector: &str, project: Option<&str>) -> Result<Vec<Value>, ArgoError> {
+        let mut out = Vec::new();
+        for ns in &self.namespaces {
+            let list = self
+                .api(ns)
+                .list(&ListParams::default().labels(selector))
+                .await
+                .map_err(err)?;
+            out.extend(
+                list.items
+                    .into_iter()
+                    .map(to_json)
+                    .filter(|a| project.is_none_or(|p| a["spec"]["project"].as_str() == Some(p))),
+            );
+        }
+        Ok(out)
+    }
+
+    async fn execute(&self, app: &AppRef, step: &Step) -> Result<(), ArgoError> {
+        let api = self.api(&app.namespace);
+        let merge = |v: Value| Patch::Merge(v);
+        match step {
+            Step::Patch { patch } => api
+                .patch(&app.name, &PatchParams::default(), &merge(patch.clone()))
+                .await
+                .map(|_| ())
+                .map_err(err),
+            Step::Sync(s) => {
+                let current = api.get(&app.name).await.map_err(err)?;
+                let current = to_json(current);
+                if !current["operation"].is_null() {
+                    return Err(ArgoError::Refused {
+                        status: 409,
+                        message: "another operation is already in progress".into(),
+                    });
+                }
+                // The resourceVersion makes the API server refuse the patch (409) if the
+                // object changed since we looked: no operation is overwritten.
+                let patch = json!({
+                    "metadata": {"resourceVersion": current["metadata"]["resourceVersion"]},
+                    "operation": operation(s),
+                });
+                api.patch(&app.name, &PatchParams::default(), &merge(patch))
+                    .await
+                    .map(|_| ())
+                    .map_err(err)
+            }
+            Step::Refresh { hard } => {
+                let patch = json!({"metadata": {"annotations": {
+                    "argocd.argoproj.io/refresh": if *hard { "hard" } else { "normal" }
+                }}});
+                api.patch(&app.name, &PatchParams::default(), &merge(patch))
+                    .await
+                    .map(|_| ())
+                    .map_err(err)
+            }
+            Step::Create { app: object } => {
+                let obj: DynamicObject = serde_json::from_value(object.clone())
+                    .map_err(|e| ArgoError::Setup(format!("application object: {e}")))?;
+                match api.create(&PostParams::default(), &obj).await {
+                    Ok(_) => Ok(()),
+                    Err(e) => Err(err(e)),
+                }
+            }
+            Step::Delete {
+                cascade,
+                propagation_policy,
+            } => {
+                if *cascade {
+                    let current = to_json(api.get(&app.name).await.map_err(err)?);
+                    let finalizer = if propagation_policy == "background" {
+                        "resources-finalizer.argocd.argoproj.io/background"
+                    } else {
+                        "resources-finalizer.argocd.argoproj.io"
+                    };
+                    let mut finalizers: Vec<Value> = current["metadata"]["finalizers"]
+                        .as_array()
+                        .cloned()
+                        .unwrap_or_default();
+                    if !finalizers.iter().any(|f| f == finalizer) {
+                        finalizers.push(json!(finalizer));
+                        let patch = json!({"metadata": {
+                            "resourceVersion": current["metadata"]["resourceVersion"],
+                            "finalizers": finalizers,
+                        }});
+                        api.patch(&app.name, &PatchParams::default(), &merge(patch))
+                            .await
+                            .map_err(err)?;
+                    }
+                }
+                let dp = DeleteParams {
+                    propagation_policy: Some(if propagation_policy == "background" {
+                        PropagationPolicy::Background
+                    } else {
+                        PropagationPolicy::Foreground
+                    }),
+                    ..DeleteParams::default()
+                };
+                api.delete(&app.name, &dp).await.map(|_| ()).map_err(err)
+            }
+        }
+    }
+}

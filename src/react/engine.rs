@@ -1,0 +1,482 @@
+//! The engine: takes committed events from the inbox, matches them (pure), schedules one job
+//! per (policy, application) — coalescing bursts, waiting while an operation runs — and
+//! carries jobs out: guards, cooldown, rate limits, the plan (pure), dry-run, then the calls
+//! to Argo CD under a global ceiling. Every decision is recorded; a decision is claimed in
+//! the store before Argo CD is called, so an event is never acted on twice, even across a
+//! restart. Inbox rows are marked done when all their jobs are decided.
+
+use super::PolicyHandle;
+use super::inbound::Inbound;
+use super::matcher::{self, AppRef, Aim};
+use super::plan::{self, Plan};
+use super::policy::{InProgress, Policy};
+use crate::argocd::rest::render;
+use crate::argocd::{ArgoCd, ArgoError};
+use crate::store::{NewDecision, Outcome, Store};
+use crate::telemetry::metrics;
+use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{Notify, Semaphore};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// How often a job waiting for a running operation looks again.
+const WAIT_POLL: Duration = Duration::from_secs(2);
+/// Jobs in flight at once (each on a different application).
+const CONCURRENCY: usize = 16;
+
+pub struct Engine {
+    pub store: Arc<dyn Store>,
+    pub argocd: Arc<dyn ArgoCd>,
+    pub policies: PolicyHandle,
+    pub default_namespace: String,
+    /// Global ceiling on calls to Argo CD (calls wait for it).
+    pub ceiling: DefaultDirectRateLimiter,
+    limits: Mutex<HashMap<String, (crate::config::Rate, Arc<DefaultKeyedRateLimiter<String>>)>>,
+}
+
+/// One (policy, application) to decide, for the newest event that asked.
+#[derive(Clone)]
+struct Job {
+    policy: String,
+    target: AppRef,
+    event: Arc<Inbound>,
+    inbox_seq: i64,
+    /// Inbox rows whose events this job stands for (coalesced ones included).
+    seqs: Vec<i64>,
+    due: Instant,
+    first_seen: Instant,
+}
+
+enum Finished {
+    Done(Job),
+    Again(Job),
+}
+
+pub fn ceiling(rate: crate::config::Rate) -> DefaultDirectRateLimiter {
+    let n = NonZeroU32::new(rate.count).unwrap_or(NonZeroU32::MIN);
+    let quota = Quota::with_period(rate.per / rate.count.max(1))
+        .unwrap_or_else(|| Quota::per_second(n))
+        .allow_burst(n);
+    RateLimiter::direct(quota)
+}
+
+impl Engine {
+    pub fn new(
+        store: Arc<dyn Store>,
+        argocd: Arc<dyn ArgoCd>,
+        policies: PolicyHandle,
+        default_namespace: String,
+        rate: crate::config::Rate,
+    ) -> Engine {
+        Engine {
+            store,
+            argocd,
+            policies,
+            default_namespace,
+            ceiling: ceiling(rate),
+            limits: Mutex::new(HashMap::new()),
+        }
+    }
+
+    async fn call<T>(
+        &self,
+        f: impl std::future::Future<Output = Result<T, ArgoError>>,
+    ) -> Result<T, ArgoError> {
+        self.ceiling.until_ready().await;
+        f.await
+    }
+
+    /// Run until `stop`; `notify` is woken when new events are committed.
+    pub async fn run(self: Arc<Self>, notify: Arc<Notify>, stop: CancellationToken) {
+        match self.store.settle_interrupted(crate::delivery::now_ms()).await {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(n, "decisions interrupted by the last stop marked failed"),
+            Err(e) => tracing::error!(error = %e, "cannot settle interrupted decisions"),
+        }
+        let mut cursor = 0i64;
+        let mut queue: HashMap<(String, AppRef), Job> = HashMap::new();
+        let mut busy: HashMap<(String, AppRef), ()> = HashMap::new();
+        let mut outstanding: HashMap<i64, usize> = HashMap::new();
+        let mut running: JoinSet<Finished> = JoinSet::new();
+        let slots = Arc::new(Semaphore::new(CONCURRENCY));
+        loop {
+            // 1. New inbox rows.
+            match self.store.pending_inbox(cursor, 256).await {
+                Ok(rows) => {
+                    for row in &rows {
+                        cursor = cursor.max(row.seq);
+                        let event: Inbound = match serde_json::from_str(&row.payload) {
+                            Ok(e) => e,
+                            Err(e) => {
+                                tracing::error!(seq = row.seq, error = %e, "unreadable inbox row; marked done");
+                                let _ = self.store.finish_inbox(row.seq, crate::delivery::now_ms()).await;
+                                continue;
+                            }
+                        };
+                        let jobs = self.jobs_for(row.seq, Arc::new(event)).await;
+                        if jobs.is_empty() {
+                            let _ = self.store.finish_inbox(row.seq, crate::delivery::now_ms()).await;
+                        }
+                        for job in jobs {
+                            self.enqueue(job, &mut queue, &mut outstanding).await;
+                        }
+                    }
+                    if rows.len() == 256 {
+                        continue;
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "reading the inbox failed"),
+            }
+            // 2. Start due jobs whose application is not busy.
+            let now = Instant::now();
+            let due: Vec<(String, AppRef)> = queue
+                .iter()
+                .filter(|(k, j)| j.due <= now && !busy.contains_key(*k))
+                .map(|(k, _)| k.clone())
+                .collect();
+            for key in due {
+                let Some(job) = queue.remove(&key) else { continue };
+                busy.insert(key, ());
+                let me = self.clone();
+                let slots = slots.clone();
+                running.spawn(async move {
+                    let _permit = slots.acquire_owned().await;
+                    me.execute(job).await
+                });
+            }
+            // 3. Wait for something to do.
+            let next_due = queue.values().map(|j| j.due).min();
+            let sleep_until = next_due.unwrap_or(now + Duration::from_secs(5));
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = notify.notified() => {}
+                _ = tokio::time::sleep_until(sleep_until) => {}
+                Some(done) = running.join_next(), if !running.is_empty() => {
+                    match done {
+                        Ok(Finished::Done(job)) => {
+                            busy.remove(&(job.policy.clone(), job.target.clone()));
+                            self.settle_rows(&job.seqs, &mut outstanding).await;
+                        }
+                        Ok(Finished::Again(job)) => {
+                            busy.remove(&(job.policy.clone(), job.target.clone()));
+                            let key = (job.policy.clone(), job.target.clone());
+                            // A newer event for the same key may have arrived meanwhile.
+                            match queue.remove(&key) {
+                                Some(mut newer) => {
+                                    self.superseded(&job, &newer).await;
+                                    newer.seqs.extend(job.seqs.iter().copied());
+                                    queue.insert(key, newer);
+                                }
+                                None => {
+                                    queue.insert(key, job);
+                                }
+                            }
+                        }
+                        Err(e) => tracing::error!(error = %e, "a react job panicked"),
+                    }
+                }
+            }
+        }
+        // Let running jobs finish their Argo CD calls and record their decisions.
+        while running.join_next().await.is_some() {}
+    }
+
+    async fn settle_rows(&self, seqs: &[i64], outstanding: &mut HashMap<i64, usize>) {
+        for seq in seqs {
+            let left = outstanding.get(seq).copied().unwrap_or(1).saturating_sub(1);
+            if left == 0 {
+                outstanding.remove(seq);
+                if let Err(e) = self.store.finish_inbox(*seq, crate::delivery::now_ms()).await {
+                    tracing::error!(seq, error = %e, "cannot mark the inbox row done");
+                }
+            } else {
+                outstanding.insert(*seq, left);
+            }
+        }
+    }
+
+    async fn enqueue(
+        &self,
+        mut job: Job,
+        queue: &mut HashMap<(String, AppRef), Job>,
+        outstanding: &mut HashMap<i64, usize>,
+    ) {
+        *outstanding.entry(job.inbox_seq).or_default() += 1;
+        let key = (job.policy.clone(), job.target.clone());
+        let coalesce = self
+            .policies
+            .get()
+            .policies
+            .iter()
+            .find(|p| p.name == job.policy)
+            .and_then(|p| p.guard.coalesce);
+        if let Some(window) = coalesce {
+            if let Some(older) = queue.remove(&key) {
+                // One action, on the newest event; the older one is recorded as coalesced.
+                self.superseded(&older, &job).await;
+                job.due = older.due;
+                job.first_seen = older.first_seen;
+                job.seqs.extend(older.seqs);
+            } else {
+                job.due = Instant::now() + window;
+            }
+        } else if let Some(older) = queue.remove(&key) {
+            // Not coalescing: the older job was waiting (operation running); the newer
+            // event replaces it, as Argo CD could only run one of them anyway.
+            self.superseded(&older, &job).await;
+            job.seqs.extend(older.seqs);
+        }
+        queue.insert(key, job);
+    }
+
+    async fn superseded(&self, older: &Job, newer: &Job) {
+        let d = self.decision(
+            &older.event,
+            &older.policy,
+            &older.target.to_string(),
+            "",
+            Outcome::Skipped,
+            format!("coalesced: superseded by the newer event {:?}", newer.event.id),
+        );
+        self.record(&d).await;
+    }
+
+    /// Match one event and turn it into jobs; unmatchable aims are recorded as skipped.
+    async fn jobs_for(&self, seq: i64, event: Arc<Inbound>) -> Vec<Job> {
+        let set = self.policies.get();
+        let matches = matcher::match_event(&set, &event, &self.default_namespace);
+        let mut jobs = Vec::new();
+        let now = Instant::now();
+        let job = |policy: &Policy, target: AppRef| Job {
+            policy: policy.name.clone(),
+            target,
+            event: event.clone(),
+            inbox_seq: seq,
+            seqs: vec![seq],
+            due: now,
+            first_seen: now,
+        };
+        for m in matches {
+            match m.aim {
+                Err(reason) => {
+                    let d = self.decision(&event, &m.policy.name, "", m.policy.action.name(), Outcome::Skipped, reason);
+                    self.record(&d).await;
+                }
+                Ok(Aim::App(target)) => jobs.push(job(m.policy, target)),
+                Ok(aim @ Aim::Selector { .. }) => {
+                    let Aim::Selector { selector, project, .. } = &aim else { continue };
+                    match self.call(self.argocd.list(selector, project.as_deref())).await {
+                        Ok(apps) => {
+                            let targets = matcher::select(&aim, &apps);
+                            if targets.is_empty() {
+                                let d = self.decision(&event, &m.policy.name, "", m.policy.action.name(), Outcome::Skipped, format!("no application matches the selector {selector:?}"));
+                                self.record(&d).await;
+                            }
+                            for t in targets {
+                                jobs.push(job(m.policy, t));
+                            }
+                        }
+                        Err(e) => {
+                            let d = self.decision(&event, &m.policy.name, "", m.policy.action.name(), Outcome::Failed, format!("listing applications for the selector: {e}"));
+                            self.record(&d).await;
+                        }
+                    }
+                }
+            }
+        }
+        jobs
+    }
+
+    fn decision(
+        &self,
+        event: &Inbound,
+        policy: &str,
+        application: &str,
+        action: &str,
+        outcome: Outcome,
+        reason: String,
+    ) -> NewDecision {
+        NewDecision {
+            event_source: event.source.clone(),
+            event_id: event.id.clone(),
+            event_type: event.ty.clone(),
+            policy: policy.to_string(),
+            application: application.to_string(),
+            action: action.to_string(),
+            outcome,
+            reason,
+            chain_id: Some(plan::chain_id(event)),
+            requests: "[]".into(),
+        }
+    }
+
+    /// Record a final decision (once; a repeat after a restart is ignored).
+    async fn record(&self, d: &NewDecision) -> bool {
+        match self.store.record_decision(d, crate::delivery::now_ms()).await {
+            Ok(true) => {
+                metrics::decision(d.outcome.as_str(), &d.action);
+                tracing::info!(policy = %d.policy, application = %d.application, action = %d.action,
+                    outcome = d.outcome.as_str(), reason = %d.reason, event = %d.event_id, "decision");
+                true
+            }
+            Ok(false) => false,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot record a decision");
+                false
+            }
+        }
+    }
+
+    fn limiter(&self, policy: &Policy) -> Option<Arc<DefaultKeyedRateLimiter<String>>> {
+        let rate = policy.rate_limit?;
+        let mut limits = self.limits.lock().unwrap_or_else(|p| p.into_inner());
+        match limits.get(&policy.name) {
+            Some((r, l)) if *r == rate => Some(l.clone()),
+            _ => {
+                let n = NonZeroU32::new(rate.count)?;
+                let quota = Quota::with_period(rate.per / rate.count)?.allow_burst(n);
+                let l = Arc::new(RateLimiter::keyed(quota));
+                limits.insert(policy.name.clone(), (rate, l.clone()));
+                Some(l)
+            }
+        }
+    }
+
+    async fn execute(self: Arc<Self>, job: Job) -> Finished {
+        let set = self.policies.get();
+        let Some(policy) = set.policies.iter().find(|p| p.name == job.policy) else {
+            let d = self.decision(&job.event, &job.policy, &job.target.to_string(), "", Outcome::Skipped, "the policy was removed before it could act".into());
+            self.record(&d).await;
+            return Finished::Done(job);
+        };
+        let action = policy.action.name();
+        let app_key = job.target.to_string();
+        let skip = |reason: String| self.decision(&job.event, &policy.name, &app_key, action, Outcome::Skipped, reason);
+        let app = match self.call(self.argocd.get(&job.target)).await {
+            Ok(a) => a,
+            Err(e) => {
+                let d = self.decision(&job.event, &policy.name, &app_key, action, Outcome::Failed, format!("reading the application: {e}"));
+                self.record(&d).await;
+                return Finished::Done(job);
+            }
+        };
+        if let Err(reason) = plan::guard(policy, &job.event, app.as_ref()) {
+            self.record(&skip(reason)).await;
+            return Finished::Done(job);
+        }
+        if let Some(a) = &app
+            && plan::operation_running(a)
+        {
+            match policy.guard.operation_in_progress {
+                InProgress::Skip => {
+                    self.record(&skip("an operation is already running on the application".into())).await;
+                    return Finished::Done(job);
+                }
+                InProgress::Wait if job.first_seen.elapsed() < policy.guard.max_wait => {
+                    let mut again = job;
+                    again.due = Instant::now() + WAIT_POLL;
+                    return Finished::Again(again);
+                }
+                InProgress::Wait => {
+                    self.record(&skip(format!(
+                        "an operation was still running after guard.maxWait ({})",
+                        humantime::format_duration(policy.guard.max_wait)
+                    )))
+                    .await;
+                    return Finished::Done(job);
+                }
+            }
+        }
+        if let Some(cooldown) = policy.guard.cooldown {
+            match self.store.last_acted(&policy.name, &app_key).await {
+                Ok(Some(at)) if crate::delivery::now_ms() - at < i64::try_from(cooldown.as_millis()).unwrap_or(i64::MAX) => {
+                    let ago = Duration::from_millis(u64::try_from(crate::delivery::now_ms() - at).unwrap_or(0));
+                    self.record(&skip(format!(
+                        "cooldown: this policy acted on the application {} ago (guard.cooldown {})",
+                        humantime::format_duration(Duration::from_secs(ago.as_secs())),
+                        humantime::format_duration(cooldown)
+                    )))
+                    .await;
+                    return Finished::Done(job);
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "cooldown check failed; going on"),
+            }
+        }
+        let plan = match plan::plan(policy, &job.event, &job.target, app.as_ref(), chrono::Utc::now()) {
+            Ok(p) => p,
+            Err(reason) => {
+                self.record(&skip(reason)).await;
+                return Finished::Done(job);
+            }
+        };
+        let requests = requests_json(&plan, &job.target);
+        if policy.dry_run {
+            let mut d = self.decision(&job.event, &policy.name, &app_key, action, Outcome::DryRun, format!("dry run: would {}", describe(&plan, action)));
+            d.requests = requests;
+            self.record(&d).await;
+            return Finished::Done(job);
+        }
+        if let Some(limiter) = self.limiter(policy)
+            && limiter.check_key(&app_key).is_err()
+        {
+            let rate = policy.rate_limit.map(|r| format!("{r:?}")).unwrap_or_default();
+            self.record(&skip(format!("rate limited: rateLimit {rate} per application reached"))).await;
+            return Finished::Done(job);
+        }
+        // Claim before calling Argo CD: a second claim (a restart) finds it and stops.
+        let mut d = self.decision(&job.event, &policy.name, &app_key, action, Outcome::Acting, describe(&plan, action));
+        d.requests = requests;
+        match self.store.record_decision(&d, crate::delivery::now_ms()).await {
+            Ok(true) => {}
+            Ok(false) => return Finished::Done(job),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot claim the decision; not acting");
+                let mut again = job;
+                again.due = Instant::now() + WAIT_POLL;
+                return Finished::Again(again);
+            }
+        }
+        let mut result = Ok(());
+        for step in &plan.steps {
+            if let Err(e) = self.call(self.argocd.execute(&job.target, step)).await {
+                result = Err(format!("{} failed: {e}", step.name()));
+                break;
+            }
+        }
+        match result {
+            Ok(()) => d.outcome = Outcome::Acted,
+            Err(reason) => {
+                d.outcome = Outcome::Failed;
+                d.reason = reason;
+            }
+        }
+        if let Err(e) = self.store.settle_decision(&d, crate::delivery::now_ms()).await {
+            tracing::error!(error = %e, "cannot record the decision outcome");
+        }
+        metrics::decision(d.outcome.as_str(), action);
+        tracing::info!(policy = %d.policy, application = %d.application, action, outcome = d.outcome.as_str(),
+            reason = %d.reason, event = %d.event_id, "decision");
+        Finished::Done(job)
+    }
+}
+
+/// A short description of a plan for the decision record.
+pub fn describe(plan: &Plan, action: &str) -> String {
+    if plan.note.is_empty() {
+        action.to_string()
+    } else {
+        format!("{action}: {}", plan.note)
+    }
+}
+
+/// The REST requests of a plan, as JSON (recorded with the decision).
+pub fn requests_json(plan: &Plan, target: &AppRef) -> String {
+    let reqs: Vec<_> = plan.steps.iter().map(|s| render(s, target)).collect();
+    serde_json::to_string(&reqs).unwrap_or_else(|_| "[]".into())
+}

@@ -1,0 +1,205 @@
+//! Inbound CloudEvents: decoding an HTTP request in any CloudEvents HTTP binding mode
+//! (binary, structured, batch) or a bare CDEvent body into [`Inbound`] events, and checking
+//! each one (CDEvents against their spec schema, the CloudEvent attributes against the
+//! CDEvent's context). Pure: no I/O, no clock; the HTTP handler calls it.
+
+use super::schema::{SchemaError, Schemas};
+use axum::http::HeaderMap;
+use cloudevents::event::{AttributesReader, Data};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+
+/// One received event, as stored in the inbox.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Inbound {
+    pub id: String,
+    pub source: String,
+    #[serde(rename = "type")]
+    pub ty: String,
+    /// Every CloudEvent attribute and extension (strings), for CEL as `ce`.
+    pub attributes: Map<String, Value>,
+    /// The CDEvent, or the CloudEvent's data for other events.
+    pub data: Value,
+}
+
+/// Why a request or one of its events was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InboundError {
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    #[error("{0}")]
+    BadRequest(String),
+}
+
+fn bad(msg: impl Into<String>) -> InboundError {
+    InboundError::BadRequest(msg.into())
+}
+
+/// The request's media type, lower-cased, without parameters.
+pub fn media_type(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.split(';').next().unwrap_or_default().trim().to_ascii_lowercase())
+}
+
+/// Decode a request body into events; `Err` says what is wrong (415 or 400).
+pub fn decode(headers: &HeaderMap, body: &[u8]) -> Result<Vec<Inbound>, InboundError> {
+    let media = media_type(headers);
+    let binary = headers.contains_key("ce-specversion");
+    match media.as_deref() {
+        Some("application/cloudevents-batch+json") => {
+            let items: Vec<Value> = serde_json::from_slice(body)
+                .map_err(|e| bad(format!("batch body is not a JSON array: {e}")))?;
+            if items.is_empty() {
+                return Err(bad("batch is empty"));
+            }
+            items
+                .into_iter()
+                .enumerate()
+                .map(|(i, v)| {
+                    let ev: cloudevents::Event = serde_json::from_value(v)
+                        .map_err(|e| bad(format!("batch[{i}]: invalid CloudEvent: {e}")))?;
+                    from_event(ev).map_err(|e| bad(format!("batch[{i}]: {e}")))
+                })
+                .collect()
+        }
+        Some("application/cloudevents+json") => {
+            let ev = cloudevents::binding::http::to_event(headers, body.to_vec())
+                .map_err(|e| bad(format!("invalid structured CloudEvent: {e}")))?;
+            Ok(vec![from_event(ev).map_err(|e| bad(e.to_string()))?])
+        }
+        _ if binary => {
+            let ev = cloudevents::binding::http::to_event(headers, body.to_vec())
+                .map_err(|e| bad(format!("invalid binary-mode CloudEvent: {e}")))?;
+            Ok(vec![from_event(ev).map_err(|e| bad(e.to_string()))?])
+        }
+        Some("application/json") => Ok(vec![bare_cdevent(body)?]),
+        Some(other) => Err(InboundError::UnsupportedMediaType(format!(
+            "content type {other:?} is not accepted; send a CloudEvent (binary mode with ce-* headers, application/cloudevents+json, application/cloudevents-batch+json) or a CDEvent as application/json"
+        ))),
+        None => Err(InboundError::UnsupportedMediaType(
+            "no Content-Type; send a CloudEvent or a CDEvent as application/json".into(),
+        )),
+    }
+}
+
+fn from_event(ev: cloudevents::Event) -> Result<Inbound, InboundError> {
+    let mut attributes = Map::new();
+    for (name, value) in ev.iter() {
+        attributes.insert(name.to_string(), Value::String(value.to_string()));
+    }
+    let data = match ev.data() {
+        None => Value::Null,
+        Some(Data::Json(v)) => v.clone(),
+        Some(Data::String(s)) => serde_json::from_str(s).unwrap_or_else(|_| Value::String(s.clone())),
+        Some(Data::Binary(b)) => match serde_json::from_slice(b) {
+            Ok(v) => v,
+            Err(_) => Value::String(String::from_utf8_lossy(b).into_owned()),
+        },
+    };
+    if ev.id().is_empty() {
+        return Err(bad("CloudEvent attribute id is empty"));
+    }
+    Ok(Inbound {
+        id: ev.id().to_string(),
+        source: ev.source().to_string(),
+        ty: ev.ty().to_string(),
+        attributes,
+        data,
+    })
+}
+
+/// A CDEvent sent as plain JSON: the CloudEvent is built from its context.
+fn bare_cdevent(body: &[u8]) -> Result<Inbound, InboundError> {
+    let v: Value = serde_json::from_slice(body).map_err(|e| bad(format!("body is not JSON: {e}")))?;
+    let ctx = v
+        .get("context")
+        .filter(|c| c.is_object())
+        .ok_or_else(|| bad("a plain JSON body must be a CDEvent with a context object; for other events use a CloudEvents binding"))?;
+    let field = |k: &str| -> Result<String, InboundError> {
+        ctx.get(k)
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .ok_or_else(|| bad(format!("context.{k}: missing or not a non-empty string")))
+    };
+    let (id, source, ty) = (field("id")?, field("source")?, field("type")?);
+    let mut attributes = Map::new();
+    attributes.insert("specversion".into(), json!("1.0"));
+    attributes.insert("id".into(), json!(id));
+    attributes.insert("source".into(), json!(source));
+    attributes.insert("type".into(), json!(ty));
+    attributes.insert("datacontenttype".into(), json!("application/json"));
+    if let Some(t) = ctx.get("timestamp").and_then(Value::as_str) {
+        attributes.insert("time".into(), json!(t));
+    }
+    Ok(Inbound {
+        id,
+        source,
+        ty,
+        attributes,
+        data: v,
+    })
+}
+
+impl Inbound {
+    /// Is this a CDEvent of the spec (`dev.cdevents.*`)?
+    pub fn is_cdevent(&self) -> bool {
+        self.ty.starts_with("dev.cdevents.")
+    }
+
+    /// The CloudEvent attributes as a JSON object (CEL's `ce`).
+    pub fn ce(&self) -> Value {
+        Value::Object(self.attributes.clone())
+    }
+
+    /// The chain this event belongs to: the CDEvent's `context.chainId`, or the
+    /// CloudEvent extension `chainid`.
+    pub fn chain_id(&self) -> Option<&str> {
+        self.data["context"]["chainId"]
+            .as_str()
+            .or_else(|| self.attributes.get("chainid").and_then(Value::as_str))
+            .filter(|s| !s.is_empty())
+    }
+
+    /// Check a decoded event: a CDEvent must validate against its schema and agree with
+    /// its CloudEvent attributes; any other event is accepted only if `wanted` (a policy
+    /// asks for its type).
+    pub fn check(&self, schemas: &Schemas, wanted: bool) -> Result<(), InboundError> {
+        if self.is_cdevent() {
+            if !self.data.is_object() {
+                return Err(bad(format!(
+                    "event {:?}: type {} is a CDEvent type, but the data is not a CDEvent JSON object",
+                    self.id, self.ty
+                )));
+            }
+            schemas.validate(&self.data).map_err(|e| match e {
+                SchemaError::Invalid(m) => bad(format!("event {:?}: CDEvent is invalid: {m}", self.id)),
+                other => bad(format!("event {:?}: {other}", self.id)),
+            })?;
+            let ctx = &self.data["context"];
+            for (attr, mine, theirs) in [
+                ("type", self.ty.as_str(), ctx["type"].as_str()),
+                ("id", self.id.as_str(), ctx["id"].as_str()),
+                ("source", self.source.as_str(), ctx["source"].as_str()),
+            ] {
+                if Some(mine) != theirs {
+                    return Err(bad(format!(
+                        "event {:?}: CloudEvent {attr} {mine:?} differs from the CDEvent's context.{attr} {:?}",
+                        self.id,
+                        theirs.unwrap_or_default()
+                    )));
+                }
+            }
+            Ok(())
+        } else if wanted {
+            Ok(())
+        } else {
+            Err(bad(format!(
+                "event {:?}: type {:?} is not a CDEvents type and no policy asks for it",
+                self.id, self.ty
+            )))
+        }
+    }
+}

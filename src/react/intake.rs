@@ -1,0 +1,252 @@
+//! The HTTP intake: `POST /` and `POST /events` take CloudEvents (binary, structured,
+//! batch) or a bare CDEvent; `OPTIONS` answers the CloudEvents webhook handshake. Each
+//! request is read within the body limit, authenticated, rate-checked, decoded, scoped and
+//! validated as a whole (a batch is all-or-nothing), then committed to the inbox through
+//! the group committer; 202 only after the commit. It never matches policies or calls
+//! Argo CD (the engine does, from the inbox).
+
+use super::PolicyHandle;
+use super::auth::{AuthError, Clients};
+use super::inbound::{self, Inbound, InboundError};
+use super::schema::Schemas;
+use crate::store::{NewInbound, Store};
+use crate::telemetry::metrics;
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use serde_json::json;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{Notify, mpsc, oneshot};
+
+/// How long a client may take to send its body.
+const READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Most requests folded into one commit.
+const GROUP_MAX: usize = 512;
+
+pub struct Intake {
+    pub clients: Clients,
+    pub policies: PolicyHandle,
+    pub schemas: &'static Schemas,
+    pub committer: Committer,
+    pub body_limit: usize,
+}
+
+fn refuse(status: StatusCode, reason: &'static str, message: impl Into<String>) -> Response {
+    metrics::event_rejected(reason);
+    let message = message.into();
+    tracing::debug!(status = status.as_u16(), reason, %message, "request refused");
+    (status, axum::Json(json!({ "error": message }))).into_response()
+}
+
+/// The intake routes.
+pub fn routes(intake: Arc<Intake>) -> Router {
+    Router::new()
+        .route("/", post(receive).options(handshake))
+        .route("/events", post(receive).options(handshake))
+        .with_state(intake)
+}
+
+/// Routes answering that the react flow is off.
+pub fn disabled_routes() -> Router {
+    async fn off() -> Response {
+        (
+            StatusCode::NOT_FOUND,
+            axum::Json(json!({"error": "react flow is not configured (no react section in the config)"})),
+        )
+            .into_response()
+    }
+    Router::new()
+        .route("/", post(off).options(off))
+        .route("/events", post(off).options(off))
+}
+
+/// CloudEvents webhook abuse protection (OPTIONS with `WebHook-Request-Origin`).
+async fn handshake(headers: HeaderMap) -> Response {
+    let Some(origin) = headers.get("webhook-request-origin").cloned() else {
+        return (StatusCode::OK, [(header::ALLOW, "POST, OPTIONS")]).into_response();
+    };
+    let mut resp = (StatusCode::OK, [(header::ALLOW, "POST, OPTIONS")]).into_response();
+    let h = resp.headers_mut();
+    h.insert("webhook-allowed-origin", origin);
+    h.insert("webhook-allowed-rate", HeaderValue::from_static("*"));
+    resp
+}
+
+async fn receive(State(intake): State<Arc<Intake>>, headers: HeaderMap, body: Body) -> Response {
+    let limit = intake.body_limit;
+    if let Some(len) = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        && len > limit as u64
+    {
+        return refuse(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("body of {len} bytes is over the limit of {limit} bytes"),
+        );
+    }
+    let bytes = match tokio::time::timeout(READ_TIMEOUT, axum::body::to_bytes(body, limit)).await {
+        Err(_) => {
+            return refuse(StatusCode::REQUEST_TIMEOUT, "invalid", "the body was not received in time");
+        }
+        Ok(Err(_)) => {
+            return refuse(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                format!("body is over the limit of {limit} bytes"),
+            );
+        }
+        Ok(Ok(b)) => b,
+    };
+    let now_s = chrono::Utc::now().timestamp();
+    let client = match intake.clients.authenticate(&headers, &bytes, now_s) {
+        Ok(c) => c,
+        Err(e) => return auth_refusal(e),
+    };
+    if let Some(c) = client
+        && let Err(e) = c.check_rate()
+    {
+        return auth_refusal(e);
+    }
+    let events = match inbound::decode(&headers, &bytes) {
+        Ok(evs) => evs,
+        Err(InboundError::UnsupportedMediaType(m)) => {
+            return refuse(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", m);
+        }
+        Err(InboundError::BadRequest(m)) => return refuse(StatusCode::BAD_REQUEST, "invalid", m),
+    };
+    let policies = intake.policies.get();
+    for ev in &events {
+        if let Some(c) = client
+            && let Err(e) = c.permits(&ev.source, &ev.ty)
+        {
+            return auth_refusal(e);
+        }
+        if let Err(InboundError::BadRequest(m) | InboundError::UnsupportedMediaType(m)) =
+            ev.check(intake.schemas, policies.wants_type(&ev.ty))
+        {
+            return refuse(StatusCode::BAD_REQUEST, "invalid", m);
+        }
+    }
+    let client_name = client.map_or("anonymous", |c| c.name.as_str());
+    let rows: Vec<NewInbound> = events.iter().map(|ev| row(ev, client_name)).collect();
+    match intake.committer.commit(rows).await {
+        Ok(fresh) => {
+            let accepted = fresh.iter().filter(|f| **f).count();
+            for (ev, new) in events.iter().zip(&fresh) {
+                if *new {
+                    metrics::event_received(&ev.ty);
+                } else {
+                    metrics::event_deduplicated();
+                }
+            }
+            (
+                StatusCode::ACCEPTED,
+                axum::Json(json!({"accepted": accepted, "duplicates": fresh.len() - accepted})),
+            )
+                .into_response()
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "inbox commit failed");
+            let mut resp = refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "the event store cannot commit right now; retry",
+            );
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            resp
+        }
+    }
+}
+
+fn row(ev: &Inbound, client: &str) -> NewInbound {
+    NewInbound {
+        source: ev.source.clone(),
+        event_id: ev.id.clone(),
+        event_type: ev.ty.clone(),
+        client: client.to_string(),
+        payload: serde_json::to_string(ev).unwrap_or_default(),
+    }
+}
+
+fn auth_refusal(e: AuthError) -> Response {
+    match e {
+        AuthError::Unauthenticated(m) => {
+            let mut resp = refuse(StatusCode::UNAUTHORIZED, "unauthenticated", m);
+            resp.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            resp
+        }
+        AuthError::Forbidden(m) => refuse(StatusCode::FORBIDDEN, "forbidden", m),
+        e @ AuthError::RateLimited { retry_after, .. } => {
+            let mut resp = refuse(StatusCode::TOO_MANY_REQUESTS, "rate_limited", e.to_string());
+            if let Ok(v) = HeaderValue::from_str(&retry_after.to_string()) {
+                resp.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+            resp
+        }
+    }
+}
+
+type CommitReply = oneshot::Sender<Result<Vec<bool>, String>>;
+
+/// Group commit: requests arriving while a commit runs are committed together in the next
+/// transaction, so durability costs one fsync per group, not per request.
+#[derive(Clone)]
+pub struct Committer {
+    tx: mpsc::Sender<(Vec<NewInbound>, CommitReply)>,
+}
+
+impl Committer {
+    /// Start the committer task; `notify` is woken after each commit with new events.
+    pub fn start(store: Arc<dyn Store>, notify: Arc<Notify>) -> Committer {
+        let (tx, mut rx) = mpsc::channel::<(Vec<NewInbound>, CommitReply)>(4096);
+        tokio::spawn(async move {
+            while let Some(first) = rx.recv().await {
+                let mut group = vec![first];
+                while group.len() < GROUP_MAX {
+                    match rx.try_recv() {
+                        Ok(next) => group.push(next),
+                        Err(_) => break,
+                    }
+                }
+                let all: Vec<NewInbound> = group.iter().flat_map(|(rows, _)| rows.iter().cloned()).collect();
+                let result = store.commit_inbox(&all, crate::delivery::now_ms()).await;
+                match result {
+                    Ok(fresh) => {
+                        if fresh.iter().any(|f| *f) {
+                            notify.notify_one();
+                        }
+                        let mut at = 0;
+                        for (rows, reply) in group {
+                            let part = fresh[at..at + rows.len()].to_vec();
+                            at += rows.len();
+                            let _ = reply.send(Ok(part));
+                        }
+                    }
+                    Err(e) => {
+                        for (_, reply) in group {
+                            let _ = reply.send(Err(e.to_string()));
+                        }
+                    }
+                }
+            }
+        });
+        Committer { tx }
+    }
+
+    pub async fn commit(&self, rows: Vec<NewInbound>) -> Result<Vec<bool>, String> {
+        let (reply, wait) = oneshot::channel();
+        self.tx
+            .send((rows, reply))
+            .await
+            .map_err(|_| "the committer has stopped".to_string())?;
+        wait.await.map_err(|_| "the committer has stopped".to_string())?
+    }
+}
