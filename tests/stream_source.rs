@@ -203,6 +203,8 @@ async fn the_double_rejects_what_argo_cd_rejects() {
                 format!("{}{path}", fake.url),
             )
             .bearer_auth(TOKEN)
+            // without it a non-GET is 415 before routing, as in Argo CD
+            .header("Content-Type", "application/json")
             .send()
             .await
             .unwrap_or_else(|e| panic!("{e}"));

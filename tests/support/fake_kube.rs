@@ -131,6 +131,27 @@ pub fn without_finalizers(mut app: Value) -> Value {
     app
 }
 
+/// RFC 7386 JSON merge patch: `patch`'s members replace `target`'s, recursively for objects;
+/// a `null` member removes one; anything but an object replaces `target` whole.
+pub fn merge_patch(target: &mut Value, patch: &Value) {
+    let Value::Object(members) = patch else {
+        *target = patch.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = json!({});
+    }
+    if let Value::Object(t) = target {
+        for (k, v) in members {
+            if v.is_null() {
+                t.remove(k);
+            } else {
+                merge_patch(t.entry(k.clone()).or_insert(Value::Null), v);
+            }
+        }
+    }
+}
+
 fn obj_key(obj: &Value) -> String {
     format!(
         "{}/{}",
