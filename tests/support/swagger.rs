@@ -132,7 +132,11 @@ pub fn check_body(method: &str, path: &str, body: &Value) -> Result<(), String> 
         }
         None => (format!("{method} {template}"), "the body".to_string()),
     };
-    let body = if body.is_null() { json!({}) } else { body.clone() };
+    let body = if body.is_null() {
+        json!({})
+    } else {
+        body.clone()
+    };
     validate(&key, schema, &body).map_err(|errors| {
         format!(
             "{method} {path}: body is not a valid {label}: {}",
@@ -148,16 +152,19 @@ pub fn check_definition(name: &str, value: &Value) -> Result<(), String> {
         return Err(format!("swagger.json has no definition {name}"));
     }
     let schema = json!({ "$ref": format!("#/definitions/{name}") });
-    validate(name, &schema, value).map_err(|errors| {
-        format!("not a valid {name}: {}", errors.join("; "))
-    })
+    validate(name, &schema, value)
+        .map_err(|errors| format!("not a valid {name}: {}", errors.join("; ")))
 }
 
 fn validate(key: &str, schema: &Value, value: &Value) -> Result<(), Vec<String>> {
     let validator = validator(key, schema);
     let instance = without_nulls(value);
     let errors = errors(&validator, &instance);
-    if errors.is_empty() { Ok(()) } else { Err(errors) }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors)
+    }
 }
 
 /// One compiled validator per body schema, built on first use.
@@ -272,8 +279,7 @@ fn convert(schema: &Value) -> Value {
         out.remove("format");
     }
     let is_object = schema["type"] == "object" || schema.get("properties").is_some();
-    if is_object && schema.get("additionalProperties").is_none() && schema.get("allOf").is_none()
-    {
+    if is_object && schema.get("additionalProperties").is_none() && schema.get("allOf").is_none() {
         out.insert("additionalProperties".into(), json!(false));
     }
     Value::Object(out)
