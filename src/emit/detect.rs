@@ -318,7 +318,7 @@ fn applied(
     if prev_env.map(|e| &e.id) != Some(&env.id) {
         if envs.others_in(&env.id, &key) == 0 {
             next.change_seq += 1;
-            events.push(Emission::new(
+            let mut created = Emission::new(
                 EventKind::EnvironmentCreated,
                 event_id(&[
                     &env.id,
@@ -335,7 +335,13 @@ fn applied(
                 env.id.clone(),
                 env.clone(),
                 data.clone(),
-            ));
+            );
+            if prev.is_none() {
+                // An Application the react flow created (a preview environment) carries
+                // its cause in annotations: the environment joins that chain.
+                created.chain = creation_chain(app);
+            }
+            events.push(created);
         }
         if let Some(old) = prev_env
             && envs.others_in(&old.id, &key) == 0
@@ -688,6 +694,20 @@ fn incident_event(
             data.clone(),
         )
     }
+}
+
+/// Annotations the react flow sets on an Application it creates.
+pub const CHAIN_ANNOTATION: &str = "cdevents.dev/chain-id";
+pub const TRIGGER_ANNOTATION: &str = "cdevents.dev/trigger-id";
+
+fn creation_chain(app: &Application) -> Option<Chain> {
+    let annotations = app.metadata.annotations.as_ref()?;
+    let chain_id = annotations.get(CHAIN_ANNOTATION).cloned();
+    let trigger_id = annotations.get(TRIGGER_ANNOTATION).cloned();
+    (chain_id.is_some() || trigger_id.is_some()).then_some(Chain {
+        chain_id,
+        trigger_id,
+    })
 }
 
 fn chain_of(app: &Application) -> Option<Chain> {

@@ -17,8 +17,7 @@ pub const INFO_POLICY: &str = "cdevents.policy";
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 pub const MANAGED_BY: &str = "argocd-cdevents";
 pub const POLICY_LABEL: &str = "cdevents.dev/policy";
-pub const CHAIN_ANNOTATION: &str = "cdevents.dev/chain-id";
-pub const TRIGGER_ANNOTATION: &str = "cdevents.dev/trigger-id";
+pub use crate::emit::detect::{CHAIN_ANNOTATION, TRIGGER_ANNOTATION};
 pub const EXPIRES_ANNOTATION: &str = "cdevents.dev/expires-at";
 
 /// What to do.
