@@ -7,9 +7,11 @@
 //!   (`application/json; charset=utf-8` too); like Argo CD's `enforceContentTypes`, that
 //!   answer is a plain-text `Invalid content type`, not a JSON error body. Then the path,
 //!   method and query parameters are checked against ../shared/argocd/swagger.json (404
-//!   otherwise), a body that is not JSON is 400, the body is checked against the operation's
-//!   swagger schema ([`super::swagger::check_body`], which is STRICTER than Argo CD: unknown
-//!   fields are 400), and a bearer token is required (401 `no session information`).
+//!   otherwise); for an operation with a body, a body that is not JSON is 400 and the body
+//!   is checked against the operation's swagger schema ([`super::swagger::check_body`],
+//!   STRICTER than Argo CD: unknown fields are 400), while any body of one without (GET,
+//!   DELETE) is ignored, as grpc-gateway ignores it; then a bearer token is required (401
+//!   `no session information`).
 //!   Booleans in the query parse as Go's `strconv.ParseBool` (400 otherwise).
 //! - Every other error is Argo CD's JSON body `{error, code, message, details: []}` with the
 //!   gRPC code: InvalidArgument 3 / FailedPrecondition 9 -> 400, PermissionDenied 7 -> 403,
@@ -812,7 +814,7 @@ async fn handle(State(fake): State<FakeArgoCd>, req: Request) -> Response {
     if let Err(e) = super::swagger::check(&method, &path, &query) {
         return argo_error(StatusCode::NOT_FOUND, 5, &e);
     }
-    if method != "GET" {
+    if super::swagger::takes_body(&method, &path) {
         let body = match &parsed {
             Ok(b) => b,
             Err(e) => return grpc_error(INVALID_ARGUMENT, e.clone()),
@@ -829,10 +831,16 @@ async fn handle(State(fake): State<FakeArgoCd>, req: Request) -> Response {
     if !authorized {
         return argo_error(StatusCode::UNAUTHORIZED, 16, "no session information");
     }
+    // grpc-gateway reads no body for an operation without one (DELETE, GET).
+    let body = if super::swagger::takes_body(&method, &path) {
+        parsed.unwrap_or(Value::Null)
+    } else {
+        Value::Null
+    };
     let call = Call {
         path: path.clone(),
         query: query.clone(),
-        body: parsed.unwrap_or(Value::Null),
+        body,
     };
     let segments: Vec<&str> = path
         .trim_start_matches("/api/v1/applications")

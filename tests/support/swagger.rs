@@ -109,20 +109,16 @@ pub fn check(method: &str, path: &str, query: &[(String, String)]) -> Result<(),
 
 /// Check the JSON body of `method path` against the operation's `in: body` schema (see the
 /// module doc for how it is read, and where it is stricter than Argo CD). `Value::Null`
-/// stands for "no body": fine for an operation without a body parameter, and read as `{}`
-/// for one with (grpc-gateway tolerates an empty body). Err lists every violation, each
-/// naming the field.
+/// stands for "no body", read as `{}` (grpc-gateway tolerates an empty body). An operation
+/// without a body parameter (GET, DELETE) takes any body: grpc-gateway never reads it. Err
+/// lists every violation, each naming the field.
 pub fn check_body(method: &str, path: &str, body: &Value) -> Result<(), String> {
     let (template, op) = operation(method, path)?;
     let param = op["parameters"]
         .as_array()
         .and_then(|ps| ps.iter().find(|p| p["in"] == "body"));
     let Some(param) = param else {
-        return if body.is_null() {
-            Ok(())
-        } else {
-            Err(format!("{method} {path} takes no body"))
-        };
+        return Ok(());
     };
     let schema = &param["schema"];
     let (key, label) = match schema["$ref"].as_str() {
@@ -142,6 +138,15 @@ pub fn check_body(method: &str, path: &str, body: &Value) -> Result<(), String> 
             "{method} {path}: body is not a valid {label}: {}",
             errors.join("; ")
         )
+    })
+}
+
+/// Whether `method path` has an `in: body` parameter (grpc-gateway reads a body only then).
+pub fn takes_body(method: &str, path: &str) -> bool {
+    operation(method, path).is_ok_and(|(_, op)| {
+        op["parameters"]
+            .as_array()
+            .is_some_and(|ps| ps.iter().any(|p| p["in"] == "body"))
     })
 }
 
