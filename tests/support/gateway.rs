@@ -103,3 +103,40 @@ pub fn outbox(store: &str, extra: &[&str]) -> Vec<Value> {
         .filter_map(|l| serde_json::from_str(l).ok())
         .collect()
 }
+
+impl Gateway {
+    /// Wait until the log contains `needle`; panic with the log after `timeout`.
+    pub async fn wait_log(&self, needle: &str, timeout: std::time::Duration) -> String {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let text = self.log_text();
+            if text.contains(needle) {
+                return text;
+            }
+            if std::time::Instant::now() > deadline {
+                panic!("gateway log never showed {needle:?}:\n{text}");
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The `http://host:port` the gateway listens on (from its `listening` log line).
+    pub async fn base_url(&self) -> String {
+        let log = self
+            .wait_log("listening", std::time::Duration::from_secs(30))
+            .await;
+        let addr = log
+            .lines()
+            .find(|l| l.contains("listening"))
+            .and_then(|l| l.split("addr=").nth(1))
+            .map(|a| {
+                a.split_whitespace()
+                    .next()
+                    .unwrap_or_default()
+                    .trim_matches('"')
+                    .to_string()
+            })
+            .unwrap_or_else(|| panic!("no address in the listening line:\n{log}"));
+        format!("http://{addr}")
+    }
+}
