@@ -19,6 +19,7 @@ use support::schemas::{SchemaSet, shared};
 const ARGO_TOKEN: &str = "argocd-api-token";
 const CI_TOKEN: &str = "ci-token-0123456789abcdef";
 const MON_SECRET: &str = "monitoring-hmac-secret-0123456789";
+const ANY_TOKEN: &str = "any-token-0123456789abcdef";
 
 /// A CDEvent from the spec's own conformance examples (v0.5.1), with `edit` applied.
 fn cdevent(example: &str, edit: impl FnOnce(&mut Value)) -> Value {
@@ -171,6 +172,10 @@ react:
       hmac: {{secretEnv: MON_SECRET, window: 5m}}
       sources: ["/monitoring/*"]
       types: [dev.cdevents.incident.detected]
+    - name: anything
+      bearer: {{tokenEnv: ANY_TOKEN}}
+      sources: ["*"]
+      types: ["*"]
   argocd:
     server: "{url}"
     tokenEnv: ARGOCD_AUTH_TOKEN
@@ -185,7 +190,7 @@ react:
         "gw",
         &config,
         &store,
-        &[("ARGOCD_AUTH_TOKEN", ARGO_TOKEN), ("CI_TOKEN", CI_TOKEN), ("MON_SECRET", MON_SECRET)],
+        &[("ARGOCD_AUTH_TOKEN", ARGO_TOKEN), ("CI_TOKEN", CI_TOKEN), ("MON_SECRET", MON_SECRET), ("ANY_TOKEN", ANY_TOKEN)],
     );
     let url = gw.base_url().await;
     // The emit flow has recorded every app as it is before anything acts.
@@ -441,4 +446,223 @@ async fn change_created_makes_a_preview_environment_and_change_merged_deletes_it
     assert_eq!(outcome("preview-delete"), Some(json!("acted")));
     // The artifact event found no app with the web label: a recorded skip.
     assert_eq!(outcome("web-image"), Some(json!("skipped")));
+}
+
+/// HMAC headers as the security doc describes them.
+fn signed(client: &str, secret: &str, ts: i64, body: &[u8]) -> Vec<(String, String)> {
+    use hmac::Mac;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap_or_else(|e| panic!("{e}"));
+    mac.update(ts.to_string().as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    vec![
+        ("X-CDEvents-Client".into(), client.into()),
+        ("X-CDEvents-Timestamp".into(), ts.to_string()),
+        ("X-CDEvents-Signature".into(), format!("sha256={}", hex::encode(mac.finalize().into_bytes()))),
+    ]
+}
+
+struct Row {
+    name: &'static str,
+    method: &'static str,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+    status: u16,
+    /// A part of the answer's `error` message (or a header for OPTIONS).
+    says: &'static str,
+}
+
+fn row(name: &'static str, headers: &[(&str, &str)], body: Vec<u8>, status: u16, says: &'static str) -> Row {
+    Row {
+        name,
+        method: "POST",
+        headers: headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        body,
+        status,
+        says,
+    }
+}
+
+fn structured(e: &Value) -> Value {
+    json!({"specversion": "1.0", "id": e["context"]["id"], "source": e["context"]["source"],
+        "type": e["context"]["type"], "datacontenttype": "application/json", "data": e})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_and_malformed_requests_get_the_right_answer_and_nothing_is_acted_on() {
+    let w = world(
+        vec![
+            app("web", &["ghcr.io/acme/web:1.0.0"], &[(1, "main")], false, "Healthy"),
+            app("shop", &["ghcr.io/acme/shop:2.0.0"], &[(1, "v1"), (2, "v2")], true, "Degraded"),
+        ],
+        POLICIES,
+    )
+    .await;
+    let now = chrono::Utc::now().timestamp();
+    let bearer = format!("Bearer {CI_TOKEN}");
+    let any = format!("Bearer {ANY_TOKEN}");
+    let ci = |ct: &'static str| -> Vec<(&'static str, String)> { vec![("Content-Type", ct.to_string()), ("Authorization", format!("Bearer {CI_TOKEN}"))] };
+    let _ = ci;
+    let art = artifact_packaged("2.0.0");
+    let art_bytes = art.to_string().into_bytes();
+    let incident = |service: &str, env: &str| {
+        cdevent("incident_detected", |v| {
+            v["context"]["source"] = json!("/monitoring/prometheus");
+            v["subject"]["content"]["environment"]["id"] = json!(env);
+            v["subject"]["content"]["service"]["id"] = json!(service);
+        })
+    };
+    let inc = incident("argocd/shop", "staging");
+    let inc_bytes = inc.to_string().into_bytes();
+    let json_ct = ("Content-Type", "application/json");
+    let ce_ct = ("Content-Type", "application/cloudevents+json");
+    let batch_ct = ("Content-Type", "application/cloudevents-batch+json");
+    let auth = ("Authorization", bearer.as_str());
+    let any_auth = ("Authorization", any.as_str());
+    let hmac_rows = |name: &'static str, h: Vec<(String, String)>, body: &[u8], says: &'static str| {
+        let mut headers = vec![("Content-Type".to_string(), "application/json".to_string())];
+        headers.extend(h);
+        Row { name, method: "POST", headers, body: body.to_vec(), status: 401, says }
+    };
+    let edit = |f: &dyn Fn(&mut Value)| {
+        let mut v = art.clone();
+        v["context"]["id"] = json!(uuid::Uuid::new_v4().to_string());
+        f(&mut v);
+        v.to_string().into_bytes()
+    };
+    let mut rows = vec![
+        // Authentication.
+        row("no credentials", &[json_ct], art_bytes.clone(), 401, "credentials required"),
+        row("basic auth", &[json_ct, ("Authorization", "Basic Y2k6Y2k=")], art_bytes.clone(), 401, "not a Bearer token"),
+        row("wrong bearer token", &[json_ct, ("Authorization", "Bearer nope-nope-nope-nope")], art_bytes.clone(), 401, "invalid bearer token"),
+        row("empty bearer token", &[json_ct, ("Authorization", "Bearer ")], art_bytes.clone(), 401, "empty bearer token"),
+        row("token of another client with a suffix", &[json_ct, ("Authorization", "Bearer ci-token-0123456789abcdefX")], art_bytes.clone(), 401, "invalid bearer token"),
+        hmac_rows("hmac with the wrong secret", signed("monitoring", "not-the-secret-at-all-0000", now, &inc_bytes), &inc_bytes, "signature does not match"),
+        hmac_rows("hmac expired timestamp", signed("monitoring", MON_SECRET, now - 3600, &inc_bytes), &inc_bytes, "replay window"),
+        hmac_rows("hmac timestamp in the future", signed("monitoring", MON_SECRET, now + 3600, &inc_bytes), &inc_bytes, "replay window"),
+        hmac_rows("hmac over another body", signed("monitoring", MON_SECRET, now, b"{}"), &inc_bytes, "signature does not match"),
+        hmac_rows("hmac unknown client", signed("nobody", MON_SECRET, now, &inc_bytes), &inc_bytes, "must name a client"),
+        hmac_rows("hmac naming a bearer client", signed("ci", MON_SECRET, now, &inc_bytes), &inc_bytes, "must name a client"),
+        hmac_rows("hmac timestamp missing", signed("monitoring", MON_SECRET, now, &inc_bytes).into_iter().filter(|(k, _)| k != "X-CDEvents-Timestamp").collect(), &inc_bytes, "X-CDEvents-Timestamp is missing"),
+        hmac_rows("hmac timestamp not a number", signed("monitoring", MON_SECRET, now, &inc_bytes).into_iter().map(|(k, v)| if k == "X-CDEvents-Timestamp" { (k, "yesterday".into()) } else { (k, v) }).collect(), &inc_bytes, "not Unix seconds"),
+        hmac_rows("hmac signature not hex", signed("monitoring", MON_SECRET, now, &inc_bytes).into_iter().map(|(k, v)| if k == "X-CDEvents-Signature" { (k, "sha256=zz".into()) } else { (k, v) }).collect(), &inc_bytes, "not hex"),
+        hmac_rows("hmac signature without algorithm", signed("monitoring", MON_SECRET, now, &inc_bytes).into_iter().map(|(k, v)| if k == "X-CDEvents-Signature" { (k, v.replace("sha256=", "")) } else { (k, v) }).collect(), &inc_bytes, "sha256=<hex>"),
+        // Scopes.
+        row("ci token reporting an incident", &[json_ct, auth], incident("argocd/shop", "production").to_string().into_bytes(), 403, "may not send events with source"),
+        row("ci token, own source, incident type", &[json_ct, auth], edit(&|v| { v["context"]["type"] = json!("dev.cdevents.incident.detected.0.3.0"); }), 403, "may not send events of type"),
+        row("monitoring hmac sending an artifact", &[], Vec::new(), 403, "may not send events"),
+        row("batch with one event out of scope", &[batch_ct, auth], json!([structured(&art), structured(&incident("argocd/shop", "production"))]).to_string().into_bytes(), 403, "may not send events with source"),
+        // Media types and framing.
+        row("text/plain", &[("Content-Type", "text/plain"), auth], art_bytes.clone(), 415, "not accepted"),
+        row("no content type", &[auth], art_bytes.clone(), 415, "no Content-Type"),
+        row("application/xml", &[("Content-Type", "application/xml"), auth], b"<event/>".to_vec(), 415, "not accepted"),
+        row("oversize body", &[json_ct, auth], vec![b' '; 2 * 1024 * 1024], 413, "over the limit"),
+        row("json that is not JSON", &[json_ct, auth], b"{not json".to_vec(), 400, "body is not JSON"),
+        row("json without a context", &[json_ct, auth], b"{\"hello\": 1}".to_vec(), 400, "must be a CDEvent"),
+        row("bare CDEvent without context.id", &[json_ct, auth], edit(&|v| { v["context"].as_object_mut().map(|c| c.remove("id")); }), 400, "context.id"),
+        row("structured, not JSON", &[ce_ct, auth], b"][".to_vec(), 400, "invalid structured CloudEvent"),
+        row("structured without id", &[ce_ct, auth], { let mut s = structured(&art); s.as_object_mut().map(|o| o.remove("id")); s.to_string().into_bytes() }, 400, "invalid structured CloudEvent"),
+        row("structured with specversion 0.1", &[ce_ct, auth], { let mut s = structured(&art); s["specversion"] = json!("0.1"); s.to_string().into_bytes() }, 400, "invalid structured CloudEvent"),
+        row("batch that is not an array", &[batch_ct, auth], structured(&art).to_string().into_bytes(), 400, "not a JSON array"),
+        row("empty batch", &[batch_ct, auth], b"[]".to_vec(), 400, "batch is empty"),
+        row("batch with a broken element", &[batch_ct, auth], json!([structured(&art), {"specversion": "1.0"}]).to_string().into_bytes(), 400, "batch[1]"),
+        // CDEvents schema and consistency.
+        row("context.id is a number", &[json_ct, auth], edit(&|v| { v["context"]["id"] = json!(7); }), 400, "context.id"),
+        row("subject missing", &[json_ct, auth], edit(&|v| { v.as_object_mut().map(|o| o.remove("subject")); }), 400, "CDEvent is invalid"),
+        row("unknown spec version", &[json_ct, auth], edit(&|v| { v["context"]["specversion"] = json!("9.9.9"); }), 400, "not a supported CDEvents version"),
+        row("unknown CDEvents type", &[json_ct, any_auth], edit(&|v| { v["context"]["type"] = json!("dev.cdevents.artifact.exploded.0.1.0"); }), 400, "is not a CDEvents 0.5.1 event type"),
+        row("extra field in context", &[json_ct, auth], edit(&|v| { v["context"]["evil"] = json!(true); }), 400, "CDEvent is invalid"),
+        row("timestamp not a date-time", &[json_ct, auth], edit(&|v| { v["context"]["timestamp"] = json!("yesterday"); }), 400, "CDEvent is invalid"),
+        row("ce type differs from context.type", &[ce_ct, any_auth], { let mut s = structured(&art); s["type"] = json!("dev.cdevents.artifact.published.0.3.0"); s.to_string().into_bytes() }, 400, "differs from the CDEvent's context.type"),
+        row("ce id differs from context.id", &[ce_ct, auth], { let mut s = structured(&art); s["id"] = json!("other-id"); s.to_string().into_bytes() }, 400, "differs from the CDEvent's context.id"),
+        row("binary mode without ce-id", &[("ce-specversion", "1.0"), ("ce-type", "dev.cdevents.artifact.packaged.0.3.0"), ("ce-source", "/ci/x"), json_ct, auth], art_bytes.clone(), 400, "invalid binary-mode CloudEvent"),
+        row("binary mode, CDEvent type, data not an object", &[("ce-specversion", "1.0"), ("ce-id", "b1"), ("ce-type", "dev.cdevents.artifact.packaged.0.3.0"), ("ce-source", "/ci/x"), json_ct, auth], b"\"just a string\"".to_vec(), 400, "not a CDEvent JSON object"),
+        row("a CloudEvent no policy asks for", &[("ce-specversion", "1.0"), ("ce-id", "x1"), ("ce-type", "com.example.unrelated"), ("ce-source", "/x"), json_ct, any_auth], b"{}".to_vec(), 400, "no policy asks for it"),
+    ];
+    // The monitoring client (HMAC) sending an artifact event: in scope of nothing.
+    let art_sig = signed("monitoring", MON_SECRET, now, &art_bytes);
+    if let Some(r) = rows.iter_mut().find(|r| r.name == "monitoring hmac sending an artifact") {
+        r.headers = vec![("Content-Type".into(), "application/json".into())];
+        r.headers.extend(art_sig);
+        r.body = art_bytes.clone();
+    }
+    // Accepted, then refused by the matcher: names that try to escape, CEL-breaking values.
+    let escapes = [
+        ("service id escaping upwards", incident("../kube-system/coredns", "production")),
+        ("service id in another namespace", incident("kube-system/coredns", "production")),
+        ("service id with two slashes", incident("argocd/shop/extra", "production")),
+        ("service id with upper case", incident("argocd/SHOP", "production")),
+        ("service id too long", incident(&"a".repeat(300), "production")),
+    ];
+    let mut accepted_rows = Vec::new();
+    for (name, ev) in escapes {
+        let body = ev.to_string().into_bytes();
+        let mut headers = vec![("Content-Type".to_string(), "application/json".to_string())];
+        headers.extend(signed("monitoring", MON_SECRET, now, &body));
+        accepted_rows.push(Row { name, method: "POST", headers, body, status: 202, says: "" });
+    }
+    for (name, id) in [("preview name with a shell", "42; rm -rf /"), ("preview name escaping", "../../kube-system"), ("preview name with a slash", "a/b")] {
+        let ev = cdevent("change_created", |v| {
+            v["context"]["source"] = json!("/scm/github/acme/shop");
+            v["subject"]["id"] = json!(id);
+        });
+        accepted_rows.push(row(name, &[json_ct, auth], ev.to_string().into_bytes(), 202, ""));
+    }
+    let escaping = accepted_rows.len();
+    rows.extend(accepted_rows);
+    rows.push(Row { name: "handshake", method: "OPTIONS", headers: vec![("WebHook-Request-Origin".into(), "eventgrid.example".into())], body: Vec::new(), status: 200, says: "eventgrid.example" });
+    rows.push(Row { name: "GET is not a method of the intake", method: "GET", headers: vec![auth_pair(&bearer)], body: Vec::new(), status: 405, says: "" });
+    assert!(rows.len() >= 40, "{} rows", rows.len());
+
+    let http = reqwest::Client::new();
+    let mut failures = Vec::new();
+    for r in &rows {
+        let mut req = http.request(reqwest::Method::from_bytes(r.method.as_bytes()).unwrap_or(reqwest::Method::POST), format!("{}/events", w.url));
+        for (k, v) in &r.headers {
+            req = req.header(k, v);
+        }
+        let resp = req.body(r.body.clone()).send().await.unwrap_or_else(|e| panic!("{}: {e}", r.name));
+        let status = resp.status().as_u16();
+        let allowed_origin = resp.headers().get("webhook-allowed-origin").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+        let text = resp.text().await.unwrap_or_default();
+        let message = serde_json::from_str::<Value>(&text).ok().and_then(|v| v["error"].as_str().map(str::to_string)).unwrap_or(allowed_origin);
+        if status != r.status || !message.contains(r.says) {
+            failures.push(format!("{}: got {status} {message:?}, want {} containing {:?}", r.name, r.status, r.says));
+        }
+    }
+    // A replayed HMAC request (same signature twice) is refused the second time.
+    let body = incident("argocd/shop", "staging").to_string().into_bytes();
+    let headers = signed("monitoring", MON_SECRET, now, &body);
+    let mut statuses = Vec::new();
+    for _ in 0..2 {
+        let mut req = http.post(format!("{}/events", w.url)).header("Content-Type", "application/json");
+        for (k, v) in &headers {
+            req = req.header(k, v);
+        }
+        statuses.push(req.body(body.clone()).send().await.map(|r| r.status().as_u16()).unwrap_or(0));
+    }
+    if statuses != [202, 401] {
+        failures.push(format!("replayed signature: got {statuses:?}, want [202, 401]"));
+    }
+    assert!(failures.is_empty(), "{} of {} rows wrong:\n{}", failures.len(), rows.len(), failures.join("\n"));
+
+    // Nothing was acted on: every decision is a skip naming the problem, no write reached Argo CD.
+    let d = w.wait_decisions(escaping).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let d2 = w.decisions();
+    assert_eq!(d.len(), d2.len());
+    assert_eq!(d2.len(), escaping, "{d2:#?}");
+    for x in &d2 {
+        assert_eq!(x["outcome"], "skipped", "{x}");
+        let reason = x["reason"].as_str().unwrap_or_default();
+        assert!(reason.contains("invalid application name") || reason.contains("is not allowed for this policy"), "{reason}");
+    }
+    assert!(w.writes().is_empty(), "{:?}", w.writes());
+    // The batch refused for one out-of-scope event committed nothing: its in-scope event is new.
+    let (status, body) = w.curl("application/cloudevents-batch+json", &json!([structured(&art)]));
+    assert_eq!((status, body), (202, json!({"accepted": 1, "duplicates": 0})));
+}
+
+fn auth_pair(bearer: &str) -> (String, String) {
+    ("Authorization".into(), bearer.into())
 }

@@ -14,9 +14,9 @@ use std::num::NonZeroU32;
 use std::sync::Mutex;
 use std::time::Duration;
 
-pub const CLIENT_HEADER: &str = "x-cdevents-client";
-pub const TIMESTAMP_HEADER: &str = "x-cdevents-timestamp";
-pub const SIGNATURE_HEADER: &str = "x-cdevents-signature";
+pub const CLIENT_HEADER: &str = "X-CDEvents-Client";
+pub const TIMESTAMP_HEADER: &str = "X-CDEvents-Timestamp";
+pub const SIGNATURE_HEADER: &str = "X-CDEvents-Signature";
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
@@ -143,9 +143,14 @@ impl Clients {
         let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
         if let Some(auth) = header("authorization") {
             let token = auth
-                .strip_prefix("Bearer ")
-                .ok_or_else(|| AuthError::Unauthenticated("Authorization is not a Bearer token".into()))?;
-            let digest = sha(token.trim().as_bytes());
+                .strip_prefix("Bearer")
+                .filter(|t| t.is_empty() || t.starts_with(' '))
+                .ok_or_else(|| AuthError::Unauthenticated("Authorization is not a Bearer token".into()))?
+                .trim();
+            if token.is_empty() {
+                return Err(AuthError::Unauthenticated("empty bearer token".into()));
+            }
+            let digest = sha(token.as_bytes());
             // Compare against every bearer client, without stopping early.
             let mut found = None;
             for c in &self.clients {
