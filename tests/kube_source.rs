@@ -596,7 +596,7 @@ async fn the_double_rejects_what_the_api_server_rejects() {
     );
 
     let resp = reqwest::Client::new()
-        .post(format!("{base}/namespaces/argocd/applications"))
+        .post(format!("{base}/applications"))
         .json(&json!({}))
         .send()
         .await
@@ -607,7 +607,8 @@ async fn the_double_rejects_what_the_api_server_rejects() {
 
     for path in [
         format!("{base}/appprojects"),
-        format!("{base}/namespaces/argocd/applications/a"),
+        // the CRD has no status subresource
+        format!("{base}/namespaces/argocd/applications/a/status"),
         format!("{}/api/v1/pods", fake.url),
         format!("{}/apis/argoproj.io/v1beta1/applications", fake.url),
     ] {

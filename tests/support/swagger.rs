@@ -308,8 +308,19 @@ fn without_nulls(value: &Value) -> Value {
 /// from the root (`spec.source.repoURL`, `resources[0].kind`, `(root)`). Shared with the
 /// Kubernetes double's CRD validation.
 pub fn errors(validator: &Validator, instance: &Value) -> Vec<String> {
+    errors_where(validator, instance, |_| true)
+}
+
+/// [`errors`], keeping only violations at instance locations (JSON pointers) for which
+/// `keep` is true.
+pub fn errors_where(
+    validator: &Validator,
+    instance: &Value,
+    keep: impl Fn(&str) -> bool,
+) -> Vec<String> {
     let mut out: Vec<String> = validator
         .iter_errors(instance)
+        .filter(|e| keep(e.instance_path().as_str()))
         .flat_map(|e| {
             let at: Vec<String> = e
                 .instance_path()
