@@ -203,7 +203,16 @@ pub fn parse_selector(s: &str) -> Result<Vec<Requirement>, String> {
             | Requirement::Exists(k)
             | Requirement::NotExists(k) => k,
         };
-        if key.is_empty() || key.contains(char::is_whitespace) || key.contains(['(', ')']) {
+        let value = match &req {
+            Requirement::Equals(_, v) | Requirement::NotEquals(_, v) => v.as_str(),
+            _ => "",
+        };
+        let key_ok = !key.is_empty()
+            && key.len() <= 317
+            && key.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-/".contains(&b));
+        let value_ok = value.len() <= 63
+            && value.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+        if !key_ok || !value_ok {
             return Err(format!("{term:?} is not a label requirement (k=v, k!=v, k, !k)"));
         }
         out.push(req);

@@ -16,6 +16,8 @@ pub mod plan;
 pub mod policy;
 pub mod schema;
 pub mod simulate;
+#[cfg(test)]
+mod tests;
 
 use crate::argocd::ArgoCd;
 use crate::argocd::step::Step;

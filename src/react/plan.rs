@@ -61,8 +61,17 @@ pub fn owned(app: &Value) -> bool {
     app["metadata"]["labels"][MANAGED_BY_LABEL].as_str() == Some(MANAGED_BY)
 }
 
-/// Check `guard.when` against the target.
+/// Check `target.project` and `guard.when` against the target.
 pub fn guard(policy: &Policy, event: &Inbound, app: Option<&Value>) -> Result<(), String> {
+    if let (Some(want), Some(a)) = (&policy.target.project, app) {
+        let project = a["spec"]["project"].as_str().unwrap_or_default();
+        if project != want {
+            return Err(format!(
+                "application {} is in project {project:?}, not {want:?}",
+                super::matcher::AppRef::of(a)
+            ));
+        }
+    }
     let Some(when) = &policy.guard.when else {
         return Ok(());
     };
@@ -451,7 +460,8 @@ fn image_patch(
                     true
                 }
                 None => {
-                    params.push(json!({"name": parameter, "value": v}));
+                    // forceString: a tag like 1.10 must not become the number 1.1.
+                    params.push(json!({"name": parameter, "value": v, "forceString": true}));
                     true
                 }
             };
