@@ -163,8 +163,11 @@ fn argo_error(status: StatusCode, code: u32, message: &str) -> Response {
         .into_response()
 }
 
+/// An error answer (boxed: a `Response` is large).
+type Rejection = Box<Response>;
+
 /// An Argo CD error answer from its gRPC code.
-fn grpc_error(code: u32, message: impl Into<String>) -> Response {
+fn grpc_error(code: u32, message: impl Into<String>) -> Rejection {
     let status = match code {
         3 | 9 => StatusCode::BAD_REQUEST,
         5 => StatusCode::NOT_FOUND,
@@ -174,7 +177,7 @@ fn grpc_error(code: u32, message: impl Into<String>) -> Response {
         16 => StatusCode::UNAUTHORIZED,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
-    argo_error(status, code, &message.into())
+    Box::new(argo_error(status, code, &message.into()))
 }
 
 const INVALID_ARGUMENT: u32 = 3;
@@ -197,7 +200,7 @@ fn dns1123_label(s: &str) -> bool {
 }
 
 /// Go's `strconv.ParseBool`, as grpc-gateway parses a boolean query parameter.
-fn parse_bool(name: &str, v: &str) -> Result<bool, Response> {
+fn parse_bool(name: &str, v: &str) -> Result<bool, Rejection> {
     match v {
         "1" | "t" | "T" | "TRUE" | "true" | "True" => Ok(true),
         "0" | "f" | "F" | "FALSE" | "false" | "False" => Ok(false),
@@ -584,7 +587,7 @@ impl FakeArgoCd {
     /// The app `namespace/name` as a request with `project` may see it (Argo CD's
     /// `getAppEnforceRBAC`): missing or in another project is 404 with a project, a missing
     /// app 403 without.
-    fn lookup(&self, ns: &str, name: &str, project: Option<&str>) -> Result<Value, Response> {
+    fn lookup(&self, ns: &str, name: &str, project: Option<&str>) -> Result<Value, Rejection> {
         let app = self.app(ns, name);
         match (app, project) {
             (Some(app), None) => Ok(app),
@@ -750,7 +753,7 @@ impl Call {
     }
 
     /// The `{name}` of `/api/v1/applications/{name}[/...]`, checked against the body's.
-    fn name(&self) -> Result<String, Response> {
+    fn name(&self) -> Result<String, Rejection> {
         let name = self
             .path
             .strip_prefix("/api/v1/applications/")
@@ -817,10 +820,10 @@ async fn handle(State(fake): State<FakeArgoCd>, req: Request) -> Response {
     if super::swagger::takes_body(&method, &path) {
         let body = match &parsed {
             Ok(b) => b,
-            Err(e) => return grpc_error(INVALID_ARGUMENT, e.clone()),
+            Err(e) => return *grpc_error(INVALID_ARGUMENT, e.clone()),
         };
         if let Err(e) = super::swagger::check_body(&method, &path, body) {
-            return grpc_error(INVALID_ARGUMENT, e);
+            return *grpc_error(INVALID_ARGUMENT, e);
         }
     }
     let authorized = parts
@@ -864,18 +867,18 @@ async fn handle(State(fake): State<FakeArgoCd>, req: Request) -> Response {
         },
         _ => Err(unimplemented()),
     };
-    result.unwrap_or_else(|e| e)
+    result.unwrap_or_else(|e| *e)
 }
 
-fn unimplemented() -> Response {
-    argo_error(
+fn unimplemented() -> Rejection {
+    Box::new(argo_error(
         StatusCode::NOT_IMPLEMENTED,
         12,
         "not implemented by the test double",
-    )
+    ))
 }
 
-fn ok(v: Value) -> Result<Response, Response> {
+fn ok(v: Value) -> Result<Response, Rejection> {
     Ok(axum::Json(v).into_response())
 }
 
@@ -902,7 +905,7 @@ fn list(fake: &FakeArgoCd, query: &[(String, String)]) -> Response {
         .into_response()
 }
 
-fn get(fake: &FakeArgoCd, call: &Call) -> Result<Response, Response> {
+fn get(fake: &FakeArgoCd, call: &Call) -> Result<Response, Rejection> {
     let name = call.name()?;
     let ns = call.namespace();
     let app = fake.lookup(&ns, &name, call.project())?;
@@ -916,7 +919,7 @@ fn get(fake: &FakeArgoCd, call: &Call) -> Result<Response, Response> {
     ok(app)
 }
 
-fn sync(fake: &FakeArgoCd, call: &Call) -> Result<Response, Response> {
+fn sync(fake: &FakeArgoCd, call: &Call) -> Result<Response, Rejection> {
     let name = call.name()?;
     let ns = call.namespace();
     let mut app = fake.lookup(&ns, &name, call.project())?;
@@ -981,7 +984,7 @@ fn sync(fake: &FakeArgoCd, call: &Call) -> Result<Response, Response> {
     ok(fake.write(app))
 }
 
-fn rollback(fake: &FakeArgoCd, call: &Call) -> Result<Response, Response> {
+fn rollback(fake: &FakeArgoCd, call: &Call) -> Result<Response, Rejection> {
     let name = call.name()?;
     let ns = call.namespace();
     let mut app = fake.lookup(&ns, &name, call.project())?;
@@ -1071,7 +1074,7 @@ fn changed_elsewhere(before: &Value, after: &Value) -> Option<String> {
     None
 }
 
-fn patch(fake: &FakeArgoCd, call: &Call) -> Result<Response, Response> {
+fn patch(fake: &FakeArgoCd, call: &Call) -> Result<Response, Rejection> {
     let name = call.name()?;
     let ns = call.namespace();
     let app = fake.lookup(&ns, &name, call.project())?;
@@ -1114,7 +1117,7 @@ fn patch(fake: &FakeArgoCd, call: &Call) -> Result<Response, Response> {
     ok(fake.write(patched))
 }
 
-fn create(fake: &FakeArgoCd, call: &Call) -> Result<Response, Response> {
+fn create(fake: &FakeArgoCd, call: &Call) -> Result<Response, Rejection> {
     let upsert = match call.query("upsert") {
         Some(v) => parse_bool("upsert", v)?,
         None => false,
@@ -1192,7 +1195,7 @@ fn create(fake: &FakeArgoCd, call: &Call) -> Result<Response, Response> {
     }
 }
 
-fn delete(fake: &FakeArgoCd, call: &Call) -> Result<Response, Response> {
+fn delete(fake: &FakeArgoCd, call: &Call) -> Result<Response, Rejection> {
     let name = call.name()?;
     let ns = call.namespace();
     let cascade = match call.query("cascade") {
