@@ -783,7 +783,10 @@ impl ReactConfig {
                 return Err(format!("{at}.name: must not be empty"));
             }
             if !names.insert(c.name.as_str()) {
-                return Err(format!("{at}.name: {:?} is used by an earlier client", c.name));
+                return Err(format!(
+                    "{at}.name: {:?} is used by an earlier client",
+                    c.name
+                ));
             }
             match (&c.bearer, &c.hmac) {
                 (Some(b), None) => {

@@ -55,15 +55,47 @@ mod tests {
     #[test]
     fn patterns() {
         let rows = [
-            ("dev.cdevents.incident.detected", "dev.cdevents.incident.detected.0.3.0", true),
-            ("dev.cdevents.incident.detected", "dev.cdevents.incident.detected.0.2.0", true),
-            ("dev.cdevents.incident.detected.0.3.0", "dev.cdevents.incident.detected.0.3.0", true),
-            ("dev.cdevents.incident.detected.0.2.0", "dev.cdevents.incident.detected.0.3.0", false),
-            ("dev.cdevents.incident", "dev.cdevents.incident.detected.0.3.0", false),
-            ("dev.cdevents.change.*", "dev.cdevents.change.merged.0.3.0", true),
-            ("dev.cdevents.change.*", "dev.cdevents.changes.merged.0.3.0", false),
+            (
+                "dev.cdevents.incident.detected",
+                "dev.cdevents.incident.detected.0.3.0",
+                true,
+            ),
+            (
+                "dev.cdevents.incident.detected",
+                "dev.cdevents.incident.detected.0.2.0",
+                true,
+            ),
+            (
+                "dev.cdevents.incident.detected.0.3.0",
+                "dev.cdevents.incident.detected.0.3.0",
+                true,
+            ),
+            (
+                "dev.cdevents.incident.detected.0.2.0",
+                "dev.cdevents.incident.detected.0.3.0",
+                false,
+            ),
+            (
+                "dev.cdevents.incident",
+                "dev.cdevents.incident.detected.0.3.0",
+                false,
+            ),
+            (
+                "dev.cdevents.change.*",
+                "dev.cdevents.change.merged.0.3.0",
+                true,
+            ),
+            (
+                "dev.cdevents.change.*",
+                "dev.cdevents.changes.merged.0.3.0",
+                false,
+            ),
             ("*", "anything", true),
-            ("dev.cdeventsx.acme-deliver.triggered", "dev.cdeventsx.acme-deliver.triggered.0.1.0", true),
+            (
+                "dev.cdeventsx.acme-deliver.triggered",
+                "dev.cdeventsx.acme-deliver.triggered.0.1.0",
+                true,
+            ),
             ("com.example.plain", "com.example.plain", true),
             ("com.example", "com.example.plain", false),
         ];

@@ -64,8 +64,12 @@ async fn argocd_backend(
     let a = &cfg.argocd;
     match a.backend {
         crate::config::ArgoBackend::Rest => {
-            let (server, token) =
-                crate::argocd::endpoint(a.server.as_ref(), &a.token_env, a.token_file.as_deref(), &|k| env(k))?;
+            let (server, token) = crate::argocd::endpoint(
+                a.server.as_ref(),
+                &a.token_env,
+                a.token_file.as_deref(),
+                &|k| env(k),
+            )?;
             let token = token.ok_or_else(|| {
                 crate::argocd::ArgoError::Setup(format!(
                     "no Argo CD token: set {} or react.argocd.tokenFile",
@@ -73,7 +77,11 @@ async fn argocd_backend(
                 ))
             })?;
             Ok(Arc::new(crate::argocd::rest::RestClient::new(
-                server, token, a.insecure, a.timeout.0, a.retries,
+                server,
+                token,
+                a.insecure,
+                a.timeout.0,
+                a.retries,
             )?))
         }
         crate::config::ArgoBackend::Kubernetes => {
@@ -88,7 +96,9 @@ async fn argocd_backend(
                     }
                 }
             }
-            Ok(Arc::new(crate::argocd::kube_backend::KubeBackend::new(client, namespaces)))
+            Ok(Arc::new(crate::argocd::kube_backend::KubeBackend::new(
+                client, namespaces,
+            )))
         }
     }
 }

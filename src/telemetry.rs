@@ -265,10 +265,14 @@ pub mod metrics {
             "rate_limited",
             "unavailable",
         ] {
-            let _ = m.events_rejected.get_or_create(&vec![("reason", reason.to_string())]);
+            let _ = m
+                .events_rejected
+                .get_or_create(&vec![("reason", reason.to_string())]);
         }
         for result in ["success", "error"] {
-            let _ = m.policy_reloads.get_or_create(&vec![("result", result.to_string())]);
+            let _ = m
+                .policy_reloads
+                .get_or_create(&vec![("result", result.to_string())]);
         }
     }
 
@@ -330,7 +334,8 @@ pub mod metrics {
             .inc();
         m.policy_reload_success.set(i64::from(ok));
         if ok {
-            m.policies_loaded.set(i64::try_from(loaded).unwrap_or(i64::MAX));
+            m.policies_loaded
+                .set(i64::try_from(loaded).unwrap_or(i64::MAX));
         }
     }
 }

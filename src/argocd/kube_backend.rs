@@ -10,7 +10,9 @@ use super::step::{Step, SyncStep};
 use super::{ArgoCd, ArgoError, USERNAME};
 use crate::react::matcher::AppRef;
 use async_trait::async_trait;
-use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams, PropagationPolicy};
+use kube::api::{
+    Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams, PropagationPolicy,
+};
 use kube::discovery::ApiResource;
 use serde_json::{Value, json};
 

@@ -90,8 +90,12 @@ fn sync_body(s: &SyncStep, app: &AppRef) -> Value {
     if !s.revisions.is_empty() {
         body["revisions"] = json!(s.revisions);
         // grpc-gateway encodes int64 as strings.
-        body["sourcePositions"] =
-            json!(s.source_positions.iter().map(|p| p.to_string()).collect::<Vec<_>>());
+        body["sourcePositions"] = json!(
+            s.source_positions
+                .iter()
+                .map(|p| p.to_string())
+                .collect::<Vec<_>>()
+        );
     }
     if !s.sync_options.is_empty() {
         body["syncOptions"] = json!({ "items": s.sync_options });
@@ -170,7 +174,12 @@ impl RestClient {
                 // Argo CD compares the whole header: no charset parameter.
                 builder = builder
                     .header(reqwest::header::CONTENT_TYPE, "application/json")
-                    .body(req.body.as_ref().map(Value::to_string).unwrap_or_else(|| "{}".into()));
+                    .body(
+                        req.body
+                            .as_ref()
+                            .map(Value::to_string)
+                            .unwrap_or_else(|| "{}".into()),
+                    );
             }
             let result = builder.send().await;
             let outcome = match result {
@@ -182,7 +191,12 @@ impl RestClient {
                     } else {
                         let message = serde_json::from_str::<Value>(&text)
                             .ok()
-                            .and_then(|v| v["message"].as_str().or(v["error"].as_str()).map(str::to_string))
+                            .and_then(|v| {
+                                v["message"]
+                                    .as_str()
+                                    .or(v["error"].as_str())
+                                    .map(str::to_string)
+                            })
                             .unwrap_or_else(|| text.chars().take(300).collect());
                         Err(ArgoError::Refused {
                             status: status.as_u16(),
@@ -207,7 +221,12 @@ impl RestClient {
                 return outcome;
             }
             let backoff = Duration::from_millis(100u64 << attempt.min(6));
-            tracing::debug!(operation, attempt, ?backoff, "Argo CD call failed; retrying");
+            tracing::debug!(
+                operation,
+                attempt,
+                ?backoff,
+                "Argo CD call failed; retrying"
+            );
             tokio::time::sleep(backoff).await;
         }
     }
@@ -242,9 +261,10 @@ impl ArgoCd for RestClient {
             Ok(v) => Ok(Some(v)),
             // Without `project`, Argo CD answers 403 for a missing app (it hides existence).
             Err(ArgoError::Refused { status: 404, .. }) => Ok(None),
-            Err(ArgoError::Refused { status: 403, message }) if message.contains("permission denied") => {
-                Ok(None)
-            }
+            Err(ArgoError::Refused {
+                status: 403,
+                message,
+            }) if message.contains("permission denied") => Ok(None),
             Err(e) => Err(e),
         }
     }
@@ -255,7 +275,14 @@ impl ArgoCd for RestClient {
             path.push_str(&format!("&projects={}", enc(p)));
         }
         let v = self
-            .send("list", &ArgoRequest { method: "GET", path, body: None })
+            .send(
+                "list",
+                &ArgoRequest {
+                    method: "GET",
+                    path,
+                    body: None,
+                },
+            )
             .await?;
         Ok(v["items"].as_array().cloned().unwrap_or_default())
     }

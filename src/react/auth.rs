@@ -43,7 +43,10 @@ pub struct SecretError {
 enum Credential {
     /// SHA-256 of the token (compared in constant time, length-independent).
     Bearer([u8; 32]),
-    Hmac { secret: Vec<u8>, window: Duration },
+    Hmac {
+        secret: Vec<u8>,
+        window: Duration,
+    },
 }
 
 pub struct Client {
@@ -63,11 +66,14 @@ impl std::fmt::Debug for Client {
     }
 }
 
+/// Signatures seen within the window (by digest), and their arrival order for expiry.
+type Seen = (HashMap<[u8; 32], i64>, VecDeque<([u8; 32], i64)>);
+
 /// The configured clients, plus the signatures seen recently (replay protection).
 pub struct Clients {
     clients: Vec<Client>,
     allow_unauthenticated: bool,
-    seen: Mutex<(HashMap<[u8; 32], i64>, VecDeque<([u8; 32], i64)>)>,
+    seen: Mutex<Seen>,
 }
 
 fn sha(bytes: &[u8]) -> [u8; 32] {
@@ -111,11 +117,13 @@ impl Clients {
                 message,
             };
             let credential = match (&c.bearer, &c.hmac) {
-                (Some(b), _) => Credential::Bearer(sha(
-                    read_secret(env, b.token_env.as_ref(), b.token_file.as_ref())
-                        .map_err(fail)?
-                        .as_bytes(),
-                )),
+                (Some(b), _) => Credential::Bearer(sha(read_secret(
+                    env,
+                    b.token_env.as_ref(),
+                    b.token_file.as_ref(),
+                )
+                .map_err(fail)?
+                .as_bytes())),
                 (None, Some(h)) => Credential::Hmac {
                     secret: read_secret(env, h.secret_env.as_ref(), h.secret_file.as_ref())
                         .map_err(fail)?
@@ -145,7 +153,9 @@ impl Clients {
             let token = auth
                 .strip_prefix("Bearer")
                 .filter(|t| t.is_empty() || t.starts_with(' '))
-                .ok_or_else(|| AuthError::Unauthenticated("Authorization is not a Bearer token".into()))?
+                .ok_or_else(|| {
+                    AuthError::Unauthenticated("Authorization is not a Bearer token".into())
+                })?
                 .trim();
             if token.is_empty() {
                 return Err(AuthError::Unauthenticated("empty bearer token".into()));

@@ -55,7 +55,11 @@ impl Expr {
     fn eval(&self, vars: Vars<'_>) -> Result<cel::Value, String> {
         let mut ctx = cel::Context::with_env(env().clone());
         let refs = self.program.references();
-        for (name, value) in [("event", Some(vars.event)), ("ce", Some(vars.ce)), ("app", vars.app)] {
+        for (name, value) in [
+            ("event", Some(vars.event)),
+            ("ce", Some(vars.ce)),
+            ("app", vars.app),
+        ] {
             if !refs.has_variable(name) {
                 continue;
             }
@@ -120,14 +124,34 @@ mod tests {
         let event = json!({"subject": {"content": {"environment": {"id": "production"}, "n": 3}}});
         let ce = json!({"source": "/monitoring/prom", "type": "x"});
         let app = json!({"status": {"health": {"status": "Degraded"}}});
-        let vars = Vars { event: &event, ce: &ce, app: Some(&app) };
+        let vars = Vars {
+            event: &event,
+            ce: &ce,
+            app: Some(&app),
+        };
         let e = |s: &str| Expr::compile(s, "t".into()).unwrap_or_else(|m| panic!("{s}: {m}"));
-        assert_eq!(e("event.subject.content.environment.id == 'production'").eval_bool(vars), Ok(true));
-        assert_eq!(e("ce.source.startsWith('/monitoring/')").eval_bool(vars), Ok(true));
-        assert_eq!(e("app.status.health.status != 'Healthy'").eval_bool(vars), Ok(true));
+        assert_eq!(
+            e("event.subject.content.environment.id == 'production'").eval_bool(vars),
+            Ok(true)
+        );
+        assert_eq!(
+            e("ce.source.startsWith('/monitoring/')").eval_bool(vars),
+            Ok(true)
+        );
+        assert_eq!(
+            e("app.status.health.status != 'Healthy'").eval_bool(vars),
+            Ok(true)
+        );
         assert_eq!(e("event.subject.content.n").eval_int(vars), Ok(3));
-        assert_eq!(e("'web-' + string(event.subject.content.n)").eval_string(vars), Ok("web-3".into()));
-        assert!(e("event.subject.content.missing == 'x'").eval_bool(vars).is_err());
+        assert_eq!(
+            e("'web-' + string(event.subject.content.n)").eval_string(vars),
+            Ok("web-3".into())
+        );
+        assert!(
+            e("event.subject.content.missing == 'x'")
+                .eval_bool(vars)
+                .is_err()
+        );
         assert!(e("event.subject.content.n").eval_bool(vars).is_err());
         assert!(Expr::compile("event.(", "t".into()).is_err());
     }

@@ -7,7 +7,7 @@
 
 use super::PolicyHandle;
 use super::inbound::Inbound;
-use super::matcher::{self, AppRef, Aim};
+use super::matcher::{self, Aim, AppRef};
 use super::plan::{self, Plan};
 use super::policy::{InProgress, Policy};
 use crate::argocd::rest::render;
@@ -29,6 +29,9 @@ const WAIT_POLL: Duration = Duration::from_secs(2);
 /// Jobs in flight at once (each on a different application).
 const CONCURRENCY: usize = 16;
 
+/// A policy's `rateLimit`, with the limiter keyed by application.
+type PolicyLimiter = (crate::config::Rate, Arc<DefaultKeyedRateLimiter<String>>);
+
 pub struct Engine {
     pub store: Arc<dyn Store>,
     pub argocd: Arc<dyn ArgoCd>,
@@ -36,7 +39,7 @@ pub struct Engine {
     pub default_namespace: String,
     /// Global ceiling on calls to Argo CD (calls wait for it).
     pub ceiling: DefaultDirectRateLimiter,
-    limits: Mutex<HashMap<String, (crate::config::Rate, Arc<DefaultKeyedRateLimiter<String>>)>>,
+    limits: Mutex<HashMap<String, PolicyLimiter>>,
 }
 
 /// One (policy, application) to decide, for the newest event that asked.
@@ -93,7 +96,11 @@ impl Engine {
 
     /// Run until `stop`; `notify` is woken when new events are committed.
     pub async fn run(self: Arc<Self>, notify: Arc<Notify>, stop: CancellationToken) {
-        match self.store.settle_interrupted(crate::delivery::now_ms()).await {
+        match self
+            .store
+            .settle_interrupted(crate::delivery::now_ms())
+            .await
+        {
             Ok(0) => {}
             Ok(n) => tracing::warn!(n, "decisions interrupted by the last stop marked failed"),
             Err(e) => tracing::error!(error = %e, "cannot settle interrupted decisions"),
@@ -114,13 +121,19 @@ impl Engine {
                             Ok(e) => e,
                             Err(e) => {
                                 tracing::error!(seq = row.seq, error = %e, "unreadable inbox row; marked done");
-                                let _ = self.store.finish_inbox(row.seq, crate::delivery::now_ms()).await;
+                                let _ = self
+                                    .store
+                                    .finish_inbox(row.seq, crate::delivery::now_ms())
+                                    .await;
                                 continue;
                             }
                         };
                         let jobs = self.jobs_for(row.seq, Arc::new(event)).await;
                         if jobs.is_empty() {
-                            let _ = self.store.finish_inbox(row.seq, crate::delivery::now_ms()).await;
+                            let _ = self
+                                .store
+                                .finish_inbox(row.seq, crate::delivery::now_ms())
+                                .await;
                         }
                         for job in jobs {
                             self.enqueue(job, &mut queue, &mut outstanding).await;
@@ -140,7 +153,9 @@ impl Engine {
                 .map(|(k, _)| k.clone())
                 .collect();
             for key in due {
-                let Some(job) = queue.remove(&key) else { continue };
+                let Some(job) = queue.remove(&key) else {
+                    continue;
+                };
                 busy.insert(key, ());
                 let me = self.clone();
                 let slots = slots.clone();
@@ -191,7 +206,11 @@ impl Engine {
             let left = outstanding.get(seq).copied().unwrap_or(1).saturating_sub(1);
             if left == 0 {
                 outstanding.remove(seq);
-                if let Err(e) = self.store.finish_inbox(*seq, crate::delivery::now_ms()).await {
+                if let Err(e) = self
+                    .store
+                    .finish_inbox(*seq, crate::delivery::now_ms())
+                    .await
+                {
                     tracing::error!(seq, error = %e, "cannot mark the inbox row done");
                 }
             } else {
@@ -241,7 +260,10 @@ impl Engine {
             &older.target.to_string(),
             "",
             Outcome::Skipped,
-            format!("coalesced: superseded by the newer event {:?}", newer.event.id),
+            format!(
+                "coalesced: superseded by the newer event {:?}",
+                newer.event.id
+            ),
         );
         self.record(&d).await;
     }
@@ -264,17 +286,39 @@ impl Engine {
         for m in matches {
             match m.aim {
                 Err(reason) => {
-                    let d = self.decision(&event, &m.policy.name, "", m.policy.action.name(), Outcome::Skipped, reason);
+                    let d = self.decision(
+                        &event,
+                        &m.policy.name,
+                        "",
+                        m.policy.action.name(),
+                        Outcome::Skipped,
+                        reason,
+                    );
                     self.record(&d).await;
                 }
                 Ok(Aim::App(target)) => jobs.push(job(m.policy, target)),
                 Ok(aim @ Aim::Selector { .. }) => {
-                    let Aim::Selector { selector, project, .. } = &aim else { continue };
-                    match self.call(self.argocd.list(selector, project.as_deref())).await {
+                    let Aim::Selector {
+                        selector, project, ..
+                    } = &aim
+                    else {
+                        continue;
+                    };
+                    match self
+                        .call(self.argocd.list(selector, project.as_deref()))
+                        .await
+                    {
                         Ok(apps) => {
                             let targets = matcher::select(&aim, &apps);
                             if targets.is_empty() {
-                                let d = self.decision(&event, &m.policy.name, "", m.policy.action.name(), Outcome::Skipped, format!("no application matches the selector {selector:?}"));
+                                let d = self.decision(
+                                    &event,
+                                    &m.policy.name,
+                                    "",
+                                    m.policy.action.name(),
+                                    Outcome::Skipped,
+                                    format!("no application matches the selector {selector:?}"),
+                                );
                                 self.record(&d).await;
                             }
                             for t in targets {
@@ -282,7 +326,14 @@ impl Engine {
                             }
                         }
                         Err(e) => {
-                            let d = self.decision(&event, &m.policy.name, "", m.policy.action.name(), Outcome::Failed, format!("listing applications for the selector: {e}"));
+                            let d = self.decision(
+                                &event,
+                                &m.policy.name,
+                                "",
+                                m.policy.action.name(),
+                                Outcome::Failed,
+                                format!("listing applications for the selector: {e}"),
+                            );
                             self.record(&d).await;
                         }
                     }
@@ -317,7 +368,11 @@ impl Engine {
 
     /// Record a final decision (once; a repeat after a restart is ignored).
     async fn record(&self, d: &NewDecision) -> bool {
-        match self.store.record_decision(d, crate::delivery::now_ms()).await {
+        match self
+            .store
+            .record_decision(d, crate::delivery::now_ms())
+            .await
+        {
             Ok(true) => {
                 metrics::decision(d.outcome.as_str(), &d.action);
                 tracing::info!(policy = %d.policy, application = %d.application, action = %d.action,
@@ -350,17 +405,40 @@ impl Engine {
     async fn execute(self: Arc<Self>, job: Job) -> Finished {
         let set = self.policies.get();
         let Some(policy) = set.policies.iter().find(|p| p.name == job.policy) else {
-            let d = self.decision(&job.event, &job.policy, &job.target.to_string(), "", Outcome::Skipped, "the policy was removed before it could act".into());
+            let d = self.decision(
+                &job.event,
+                &job.policy,
+                &job.target.to_string(),
+                "",
+                Outcome::Skipped,
+                "the policy was removed before it could act".into(),
+            );
             self.record(&d).await;
             return Finished::Done(job);
         };
         let action = policy.action.name();
         let app_key = job.target.to_string();
-        let skip = |reason: String| self.decision(&job.event, &policy.name, &app_key, action, Outcome::Skipped, reason);
+        let skip = |reason: String| {
+            self.decision(
+                &job.event,
+                &policy.name,
+                &app_key,
+                action,
+                Outcome::Skipped,
+                reason,
+            )
+        };
         let app = match self.call(self.argocd.get(&job.target)).await {
             Ok(a) => a,
             Err(e) => {
-                let d = self.decision(&job.event, &policy.name, &app_key, action, Outcome::Failed, format!("reading the application: {e}"));
+                let d = self.decision(
+                    &job.event,
+                    &policy.name,
+                    &app_key,
+                    action,
+                    Outcome::Failed,
+                    format!("reading the application: {e}"),
+                );
                 self.record(&d).await;
                 return Finished::Done(job);
             }
@@ -374,7 +452,10 @@ impl Engine {
         {
             match policy.guard.operation_in_progress {
                 InProgress::Skip => {
-                    self.record(&skip("an operation is already running on the application".into())).await;
+                    self.record(&skip(
+                        "an operation is already running on the application".into(),
+                    ))
+                    .await;
                     return Finished::Done(job);
                 }
                 InProgress::Wait if job.first_seen.elapsed() < policy.guard.max_wait => {
@@ -394,8 +475,13 @@ impl Engine {
         }
         if let Some(cooldown) = policy.guard.cooldown {
             match self.store.last_acted(&policy.name, &app_key).await {
-                Ok(Some(at)) if crate::delivery::now_ms() - at < i64::try_from(cooldown.as_millis()).unwrap_or(i64::MAX) => {
-                    let ago = Duration::from_millis(u64::try_from(crate::delivery::now_ms() - at).unwrap_or(0));
+                Ok(Some(at))
+                    if crate::delivery::now_ms() - at
+                        < i64::try_from(cooldown.as_millis()).unwrap_or(i64::MAX) =>
+                {
+                    let ago = Duration::from_millis(
+                        u64::try_from(crate::delivery::now_ms() - at).unwrap_or(0),
+                    );
                     self.record(&skip(format!(
                         "cooldown: this policy acted on the application {} ago (guard.cooldown {})",
                         humantime::format_duration(Duration::from_secs(ago.as_secs())),
@@ -408,7 +494,13 @@ impl Engine {
                 Err(e) => tracing::warn!(error = %e, "cooldown check failed; going on"),
             }
         }
-        let plan = match plan::plan(policy, &job.event, &job.target, app.as_ref(), chrono::Utc::now()) {
+        let plan = match plan::plan(
+            policy,
+            &job.event,
+            &job.target,
+            app.as_ref(),
+            chrono::Utc::now(),
+        ) {
             Ok(p) => p,
             Err(reason) => {
                 self.record(&skip(reason)).await;
@@ -417,7 +509,14 @@ impl Engine {
         };
         let requests = requests_json(&plan, &job.target);
         if policy.dry_run {
-            let mut d = self.decision(&job.event, &policy.name, &app_key, action, Outcome::DryRun, format!("dry run: would {}", describe(&plan, action)));
+            let mut d = self.decision(
+                &job.event,
+                &policy.name,
+                &app_key,
+                action,
+                Outcome::DryRun,
+                format!("dry run: would {}", describe(&plan, action)),
+            );
             d.requests = requests;
             self.record(&d).await;
             return Finished::Done(job);
@@ -425,14 +524,31 @@ impl Engine {
         if let Some(limiter) = self.limiter(policy)
             && limiter.check_key(&app_key).is_err()
         {
-            let rate = policy.rate_limit.map(|r| format!("{r:?}")).unwrap_or_default();
-            self.record(&skip(format!("rate limited: rateLimit {rate} per application reached"))).await;
+            let rate = policy
+                .rate_limit
+                .map(|r| format!("{r:?}"))
+                .unwrap_or_default();
+            self.record(&skip(format!(
+                "rate limited: rateLimit {rate} per application reached"
+            )))
+            .await;
             return Finished::Done(job);
         }
         // Claim before calling Argo CD: a second claim (a restart) finds it and stops.
-        let mut d = self.decision(&job.event, &policy.name, &app_key, action, Outcome::Acting, describe(&plan, action));
+        let mut d = self.decision(
+            &job.event,
+            &policy.name,
+            &app_key,
+            action,
+            Outcome::Acting,
+            describe(&plan, action),
+        );
         d.requests = requests;
-        match self.store.record_decision(&d, crate::delivery::now_ms()).await {
+        match self
+            .store
+            .record_decision(&d, crate::delivery::now_ms())
+            .await
+        {
             Ok(true) => {}
             Ok(false) => return Finished::Done(job),
             Err(e) => {
@@ -456,7 +572,11 @@ impl Engine {
                 d.reason = reason;
             }
         }
-        if let Err(e) = self.store.settle_decision(&d, crate::delivery::now_ms()).await {
+        if let Err(e) = self
+            .store
+            .settle_decision(&d, crate::delivery::now_ms())
+            .await
+        {
             tracing::error!(error = %e, "cannot record the decision outcome");
         }
         metrics::decision(d.outcome.as_str(), action);

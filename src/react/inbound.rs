@@ -40,7 +40,13 @@ pub fn media_type(headers: &HeaderMap) -> Option<String> {
     headers
         .get(axum::http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .map(|v| v.split(';').next().unwrap_or_default().trim().to_ascii_lowercase())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_ascii_lowercase()
+        })
 }
 
 /// Decode a request body into events; `Err` says what is wrong (415 or 400).
@@ -92,7 +98,9 @@ fn from_event(ev: cloudevents::Event) -> Result<Inbound, InboundError> {
     let data = match ev.data() {
         None => Value::Null,
         Some(Data::Json(v)) => v.clone(),
-        Some(Data::String(s)) => serde_json::from_str(s).unwrap_or_else(|_| Value::String(s.clone())),
+        Some(Data::String(s)) => {
+            serde_json::from_str(s).unwrap_or_else(|_| Value::String(s.clone()))
+        }
         Some(Data::Binary(b)) => match serde_json::from_slice(b) {
             Ok(v) => v,
             Err(_) => Value::String(String::from_utf8_lossy(b).into_owned()),
@@ -112,7 +120,8 @@ fn from_event(ev: cloudevents::Event) -> Result<Inbound, InboundError> {
 
 /// A CDEvent sent as plain JSON: the CloudEvent is built from its context.
 fn bare_cdevent(body: &[u8]) -> Result<Inbound, InboundError> {
-    let v: Value = serde_json::from_slice(body).map_err(|e| bad(format!("body is not JSON: {e}")))?;
+    let v: Value =
+        serde_json::from_slice(body).map_err(|e| bad(format!("body is not JSON: {e}")))?;
     let ctx = v
         .get("context")
         .filter(|c| c.is_object())
@@ -175,7 +184,9 @@ impl Inbound {
                 )));
             }
             schemas.validate(&self.data).map_err(|e| match e {
-                SchemaError::Invalid(m) => bad(format!("event {:?}: CDEvent is invalid: {m}", self.id)),
+                SchemaError::Invalid(m) => {
+                    bad(format!("event {:?}: CDEvent is invalid: {m}", self.id))
+                }
                 other => bad(format!("event {:?}: {other}", self.id)),
             })?;
             let ctx = &self.data["context"];

@@ -55,7 +55,9 @@ pub fn disabled_routes() -> Router {
     async fn off() -> Response {
         (
             StatusCode::NOT_FOUND,
-            axum::Json(json!({"error": "react flow is not configured (no react section in the config)"})),
+            axum::Json(
+                json!({"error": "react flow is not configured (no react section in the config)"}),
+            ),
         )
             .into_response()
     }
@@ -92,7 +94,11 @@ async fn receive(State(intake): State<Arc<Intake>>, headers: HeaderMap, body: Bo
     }
     let bytes = match tokio::time::timeout(READ_TIMEOUT, axum::body::to_bytes(body, limit)).await {
         Err(_) => {
-            return refuse(StatusCode::REQUEST_TIMEOUT, "invalid", "the body was not received in time");
+            return refuse(
+                StatusCode::REQUEST_TIMEOUT,
+                "invalid",
+                "the body was not received in time",
+            );
         }
         Ok(Err(_)) => {
             return refuse(
@@ -116,7 +122,11 @@ async fn receive(State(intake): State<Arc<Intake>>, headers: HeaderMap, body: Bo
     let events = match inbound::decode(&headers, &bytes) {
         Ok(evs) => evs,
         Err(InboundError::UnsupportedMediaType(m)) => {
-            return refuse(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", m);
+            return refuse(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                m,
+            );
         }
         Err(InboundError::BadRequest(m)) => return refuse(StatusCode::BAD_REQUEST, "invalid", m),
     };
@@ -216,7 +226,10 @@ impl Committer {
                         Err(_) => break,
                     }
                 }
-                let all: Vec<NewInbound> = group.iter().flat_map(|(rows, _)| rows.iter().cloned()).collect();
+                let all: Vec<NewInbound> = group
+                    .iter()
+                    .flat_map(|(rows, _)| rows.iter().cloned())
+                    .collect();
                 let result = store.commit_inbox(&all, crate::delivery::now_ms()).await;
                 match result {
                     Ok(fresh) => {
@@ -247,6 +260,7 @@ impl Committer {
             .send((rows, reply))
             .await
             .map_err(|_| "the committer has stopped".to_string())?;
-        wait.await.map_err(|_| "the committer has stopped".to_string())?
+        wait.await
+            .map_err(|_| "the committer has stopped".to_string())?
     }
 }

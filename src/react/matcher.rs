@@ -27,8 +27,14 @@ impl std::fmt::Display for AppRef {
 impl AppRef {
     pub fn of(app: &Value) -> AppRef {
         AppRef {
-            namespace: app["metadata"]["namespace"].as_str().unwrap_or_default().to_string(),
-            name: app["metadata"]["name"].as_str().unwrap_or_default().to_string(),
+            namespace: app["metadata"]["namespace"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+            name: app["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
         }
     }
 }
@@ -57,7 +63,8 @@ pub struct Match<'p> {
 pub fn is_dns_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-')
 }
@@ -68,7 +75,9 @@ pub fn is_dns_subdomain(s: &str) -> bool {
         && s.len() <= 253
         && s.split('.').all(|part| {
             !part.is_empty()
-                && part.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && part
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
                 && !part.starts_with('-')
                 && !part.ends_with('-')
         })
@@ -81,7 +90,9 @@ pub fn app_ref(value: &str, default_ns: &str, allowed: &[String]) -> Result<AppR
         None => (default_ns, value),
     };
     if !is_dns_label(ns) {
-        return Err(format!("invalid application name {value:?}: {ns:?} is not a valid namespace"));
+        return Err(format!(
+            "invalid application name {value:?}: {ns:?} is not a valid namespace"
+        ));
     }
     if !is_dns_subdomain(name) {
         return Err(format!(
@@ -94,7 +105,9 @@ pub fn app_ref(value: &str, default_ns: &str, allowed: &[String]) -> Result<AppR
         allowed.iter().any(|a| a == ns)
     };
     if !permitted {
-        return Err(format!("namespace {ns:?} of {value:?} is not allowed for this policy"));
+        return Err(format!(
+            "namespace {ns:?} of {value:?} is not allowed for this policy"
+        ));
     }
     Ok(AppRef {
         namespace: ns.to_string(),
@@ -116,7 +129,9 @@ pub fn match_event<'p>(set: &'p PolicySet, event: &Inbound, default_ns: &str) ->
     };
     let mut out = Vec::new();
     for policy in candidates {
-        if !policy.sources.is_empty() && !policy.sources.iter().any(|s| glob_match(s, &event.source)) {
+        if !policy.sources.is_empty()
+            && !policy.sources.iter().any(|s| glob_match(s, &event.source))
+        {
             continue;
         }
         if let Some(when) = &policy.when {
@@ -157,14 +172,19 @@ fn aim_of(policy: &Policy, vars: Vars<'_>, default_ns: &str) -> Result<Aim, Stri
             },
         }),
         TargetKind::Created => {
-            let Action::CreateApplication { name, namespace, .. } = &policy.action else {
+            let Action::CreateApplication {
+                name, namespace, ..
+            } = &policy.action
+            else {
                 return Err("policy has no target".into());
             };
             let value = name
                 .eval_string(vars)
                 .map_err(|e| format!("CEL error in action.createApplication.name: {e}"))?;
             if value.contains('/') {
-                return Err(format!("invalid application name {value:?}: it must not contain '/'"));
+                return Err(format!(
+                    "invalid application name {value:?}: it must not contain '/'"
+                ));
             }
             let ns = namespace.as_deref().unwrap_or(default_ns);
             app_ref(&format!("{ns}/{value}"), default_ns, allowed).map(Aim::App)
@@ -209,11 +229,17 @@ pub fn parse_selector(s: &str) -> Result<Vec<Requirement>, String> {
         };
         let key_ok = !key.is_empty()
             && key.len() <= 317
-            && key.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-/".contains(&b));
+            && key
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-/".contains(&b));
         let value_ok = value.len() <= 63
-            && value.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+            && value
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
         if !key_ok || !value_ok {
-            return Err(format!("{term:?} is not a label requirement (k=v, k!=v, k, !k)"));
+            return Err(format!(
+                "{term:?} is not a label requirement (k=v, k!=v, k, !k)"
+            ));
         }
         out.push(req);
     }
@@ -246,7 +272,11 @@ pub fn select(aim: &Aim, apps: &[Value]) -> Vec<AppRef> {
     let mut out: Vec<AppRef> = apps
         .iter()
         .filter(|a| selector_matches(&reqs, &a["metadata"]["labels"]))
-        .filter(|a| project.as_deref().is_none_or(|p| a["spec"]["project"].as_str() == Some(p)))
+        .filter(|a| {
+            project
+                .as_deref()
+                .is_none_or(|p| a["spec"]["project"].as_str() == Some(p))
+        })
         .map(AppRef::of)
         .filter(|r| namespaces.contains(&r.namespace))
         .collect();

@@ -56,7 +56,12 @@ pub fn load_policies(dir: &std::path::Path) -> Result<PolicySet, PolicyError> {
 
 /// Reload the directory when its files change; a bad set is logged with path:line and the
 /// last good set stays active.
-pub async fn watch_policies(handle: PolicyHandle, dir: PathBuf, every: Duration, stop: CancellationToken) {
+pub async fn watch_policies(
+    handle: PolicyHandle,
+    dir: PathBuf,
+    every: Duration,
+    stop: CancellationToken,
+) {
     let mut seen = policy::fingerprint(&dir);
     loop {
         tokio::select! {

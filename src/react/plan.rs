@@ -110,7 +110,8 @@ pub fn plan(
         (INFO_TRIGGER_ID.to_string(), event.id.clone()),
         (INFO_POLICY.to_string(), policy.name.clone()),
     ];
-    let existing = |what: &str| app.ok_or_else(|| format!("application {target} not found (cannot {what})"));
+    let existing =
+        |what: &str| app.ok_or_else(|| format!("application {target} not found (cannot {what})"));
     match &policy.action {
         Action::Sync {
             revision,
@@ -121,7 +122,10 @@ pub fn plan(
             existing("sync")?;
             let revision = revision
                 .as_ref()
-                .map(|e| e.eval_string(vars).map_err(|m| format!("CEL error in action.sync.revision: {m}")))
+                .map(|e| {
+                    e.eval_string(vars)
+                        .map_err(|m| format!("CEL error in action.sync.revision: {m}"))
+                })
                 .transpose()?;
             if let Some(r) = &revision
                 && (r.is_empty() || r.len() > 255 || r.contains(char::is_whitespace))
@@ -140,19 +144,28 @@ pub fn plan(
                 note: String::new(),
             })
         }
-        Action::Rollback { to, disable_auto_sync } => {
+        Action::Rollback {
+            to,
+            disable_auto_sync,
+        } => {
             let app = existing("roll back")?;
             let mut history: Vec<&Value> = app["status"]["history"]
                 .as_array()
                 .map(|h| h.iter().collect())
                 .unwrap_or_default();
             history.sort_by_key(|h| history_id(h));
-            let current = history.last().copied().ok_or("the application has no deployment history")?;
+            let current = history
+                .last()
+                .copied()
+                .ok_or("the application has no deployment history")?;
             let entry = match to {
                 RollbackTo::Previous => history
                     .iter()
                     .rev()
-                    .find(|h| history_id(h) < history_id(current) && revisions_of(h) != revisions_of(current))
+                    .find(|h| {
+                        history_id(h) < history_id(current)
+                            && revisions_of(h) != revisions_of(current)
+                    })
                     .copied()
                     .ok_or("no earlier deployment with another revision to roll back to")?,
                 RollbackTo::Id(expr) => {
@@ -167,7 +180,11 @@ pub fn plan(
                 }
             };
             let mut steps = Vec::new();
-            let mut note = format!("roll back to history id {} ({})", history_id(entry), revisions_of(entry).join(","));
+            let mut note = format!(
+                "roll back to history id {} ({})",
+                history_id(entry),
+                revisions_of(entry).join(",")
+            );
             if auto_sync_enabled(app) {
                 if !*disable_auto_sync {
                     return Err("auto-sync is enabled and Argo CD refuses a rollback under auto-sync; set disableAutoSync: true to suspend it first".into());
@@ -186,7 +203,10 @@ pub fn plan(
             };
             match entry["revisions"].as_array().filter(|r| !r.is_empty()) {
                 Some(revs) => {
-                    sync.revisions = revs.iter().filter_map(|r| r.as_str().map(str::to_string)).collect();
+                    sync.revisions = revs
+                        .iter()
+                        .filter_map(|r| r.as_str().map(str::to_string))
+                        .collect();
                     sync.source_positions = (1..=sync.revisions.len() as i64).collect();
                 }
                 None => sync.revision = entry["revision"].as_str().map(str::to_string),
@@ -210,13 +230,16 @@ pub fn plan(
         } => {
             let app = existing("update its image")?;
             let reference = match image {
-                Some(e) => e.eval_string(vars).map_err(|m| format!("CEL error in action.updateImage.image: {m}"))?,
+                Some(e) => e
+                    .eval_string(vars)
+                    .map_err(|m| format!("CEL error in action.updateImage.image: {m}"))?,
                 None => {
                     let purl = event.data["subject"]["id"].as_str().unwrap_or_default();
                     image_from_purl(purl).ok_or_else(|| format!("subject.id {purl:?} is not an oci or docker package URL with a tag or digest"))?
                 }
             };
-            let image = ImageRef::parse(&reference).ok_or_else(|| format!("invalid image reference {reference:?}"))?;
+            let image = ImageRef::parse(&reference)
+                .ok_or_else(|| format!("invalid image reference {reference:?}"))?;
             let (patch, changed) = image_patch(app, set, *source, &image)?;
             if !changed {
                 return Err(format!("image already set to {reference}"));
@@ -239,7 +262,9 @@ pub fn plan(
                 return Err(if owned(a) {
                     format!("application {target} already exists")
                 } else {
-                    format!("application {target} already exists and is not owned by argocd-cdevents")
+                    format!(
+                        "application {target} already exists and is not owned by argocd-cdevents"
+                    )
                 });
             }
             let mut object = render_template(template, vars)?;
@@ -262,8 +287,12 @@ pub fn plan(
             let mut note = String::new();
             if let Some(ttl) = ttl {
                 let expires = now + chrono::Duration::from_std(*ttl).unwrap_or_default();
-                meta["annotations"][EXPIRES_ANNOTATION] = json!(expires.to_rfc3339_opts(SecondsFormat::Secs, true));
-                note = format!("expires {}", expires.to_rfc3339_opts(SecondsFormat::Secs, true));
+                meta["annotations"][EXPIRES_ANNOTATION] =
+                    json!(expires.to_rfc3339_opts(SecondsFormat::Secs, true));
+                note = format!(
+                    "expires {}",
+                    expires.to_rfc3339_opts(SecondsFormat::Secs, true)
+                );
             }
             if let Some(o) = object.as_object_mut() {
                 o.insert("apiVersion".into(), json!("argoproj.io/v1alpha1"));
@@ -283,7 +312,9 @@ pub fn plan(
         } => {
             let app = existing("delete it")?;
             if *only_owned && !owned(app) {
-                return Err(format!("application {target} is not owned by argocd-cdevents (label {MANAGED_BY_LABEL})"));
+                return Err(format!(
+                    "application {target} is not owned by argocd-cdevents (label {MANAGED_BY_LABEL})"
+                ));
             }
             Ok(Plan {
                 steps: vec![Step::Delete {
@@ -305,8 +336,15 @@ fn history_id(h: &Value) -> i64 {
 
 fn revisions_of(h: &Value) -> Vec<String> {
     match h["revisions"].as_array().filter(|r| !r.is_empty()) {
-        Some(r) => r.iter().filter_map(|v| v.as_str().map(str::to_string)).collect(),
-        None => h["revision"].as_str().map(str::to_string).into_iter().collect(),
+        Some(r) => r
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_string))
+            .collect(),
+        None => h["revision"]
+            .as_str()
+            .map(str::to_string)
+            .into_iter()
+            .collect(),
     }
 }
 
@@ -329,7 +367,10 @@ impl ImageRef {
         };
         let last_slash = rest.rfind('/').map_or(0, |i| i + 1);
         let (repository, tag) = match rest[last_slash..].rfind(':') {
-            Some(i) => (&rest[..last_slash + i], Some(rest[last_slash + i + 1..].to_string())),
+            Some(i) => (
+                &rest[..last_slash + i],
+                Some(rest[last_slash + i + 1..].to_string()),
+            ),
             None => (rest, None),
         };
         if repository.is_empty() || (tag.is_none() && digest.is_none()) {
@@ -362,7 +403,11 @@ impl ImageRef {
 pub fn image_from_purl(purl: &str) -> Option<String> {
     let p: packageurl::PackageUrl<'_> = purl.parse().ok()?;
     let q = p.qualifiers();
-    let get = |k: &str| q.iter().find(|(key, _)| key.as_ref() == k).map(|(_, v)| v.to_string());
+    let get = |k: &str| {
+        q.iter()
+            .find(|(key, _)| key.as_ref() == k)
+            .map(|(_, v)| v.to_string())
+    };
     let repository = match p.ty() {
         "oci" => get("repository_url").unwrap_or_else(|| p.name().to_string()),
         "docker" => {
@@ -415,7 +460,11 @@ fn image_patch(
             .get(i.unwrap_or(0))
             .cloned()
             .ok_or_else(|| format!("the application has no source {}", i.unwrap_or(0)))?,
-        (None, Some(i)) if i > 0 => return Err(format!("the application has one source; source {i} does not exist")),
+        (None, Some(i)) if i > 0 => {
+            return Err(format!(
+                "the application has one source; source {i} does not exist"
+            ));
+        }
         (None, _) => app["spec"]["source"].clone(),
     };
     if !src.is_object() {
@@ -428,13 +477,22 @@ fn image_patch(
             } else {
                 format!("{name}={}", image.reference())
             };
-            let mut images: Vec<Value> = src["kustomize"]["images"].as_array().cloned().unwrap_or_default();
+            let mut images: Vec<Value> = src["kustomize"]["images"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
             let before = images.clone();
             images.retain(|e| e.as_str().is_none_or(|s| kustomize_entry_name(s) != name));
             images.push(json!(entry));
             let changed = {
-                let mut a: Vec<String> = before.iter().filter_map(|v| v.as_str().map(str::to_string)).collect();
-                let mut b: Vec<String> = images.iter().filter_map(|v| v.as_str().map(str::to_string)).collect();
+                let mut a: Vec<String> = before
+                    .iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect();
+                let mut b: Vec<String> = images
+                    .iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect();
                 a.sort();
                 b.sort();
                 a != b
@@ -451,7 +509,10 @@ fn image_patch(
                 HelmValue::Digest => image.digest.clone().ok_or("the image has no digest")?,
                 HelmValue::Reference => image.reference(),
             };
-            let mut params: Vec<Value> = src["helm"]["parameters"].as_array().cloned().unwrap_or_default();
+            let mut params: Vec<Value> = src["helm"]["parameters"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
             let existing = params.iter_mut().find(|p| p["name"] == json!(parameter));
             let changed = match existing {
                 Some(p) if p["value"] == json!(v) => false,
@@ -494,12 +555,17 @@ fn render_template(template: &Template, vars: Vars<'_>) -> Result<Value, String>
                     let after = &rest[start + 2..];
                     let Some(end) = after.find("}}") else { break };
                     let src = after[..end].trim();
-                    let expr = t.placeholders.get(src).ok_or_else(|| format!("placeholder {src:?} not compiled"))?;
+                    let expr = t
+                        .placeholders
+                        .get(src)
+                        .ok_or_else(|| format!("placeholder {src:?} not compiled"))?;
                     let value = expr
                         .eval_string(vars)
                         .map_err(|m| format!("CEL error in template {{{{ {src} }}}}: {m}"))?;
                     if value.contains(['\n', '\r', '\0']) {
-                        return Err(format!("template {{{{ {src} }}}} gave a value with control characters"));
+                        return Err(format!(
+                            "template {{{{ {src} }}}} gave a value with control characters"
+                        ));
                     }
                     out.push_str(&rest[..start]);
                     out.push_str(&value);
@@ -508,7 +574,12 @@ fn render_template(template: &Template, vars: Vars<'_>) -> Result<Value, String>
                 out.push_str(rest);
                 Value::String(out)
             }
-            Value::Array(items) => Value::Array(items.iter().map(|i| walk(i, t, vars)).collect::<Result<_, _>>()?),
+            Value::Array(items) => Value::Array(
+                items
+                    .iter()
+                    .map(|i| walk(i, t, vars))
+                    .collect::<Result<_, _>>()?,
+            ),
             Value::Object(map) => Value::Object(
                 map.iter()
                     .map(|(k, v)| Ok((k.clone(), walk(v, t, vars)?)))
@@ -521,7 +592,9 @@ fn render_template(template: &Template, vars: Vars<'_>) -> Result<Value, String>
     if let Some(ns) = out["spec"]["destination"]["namespace"].as_str()
         && !super::matcher::is_dns_label(ns)
     {
-        return Err(format!("template gives the invalid destination namespace {ns:?}"));
+        return Err(format!(
+            "template gives the invalid destination namespace {ns:?}"
+        ));
     }
     if let Some(name) = out["spec"]["project"].as_str()
         && !is_dns_subdomain(name)

@@ -339,7 +339,11 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    fn err<T>(&self, at: &serde_saphyr::Location, message: impl Into<String>) -> Result<T, PolicyError> {
+    fn err<T>(
+        &self,
+        at: &serde_saphyr::Location,
+        message: impl Into<String>,
+    ) -> Result<T, PolicyError> {
         Err(PolicyError {
             path: self.path.to_string(),
             line: at.line(),
@@ -353,16 +357,18 @@ impl Ctx<'_> {
     }
 
     fn cel(&self, field: &str, c: &Cel) -> Result<Expr, PolicyError> {
-        Expr::compile(&c.value, self.at(&c.referenced)).or_else(|m| {
-            self.err(&c.referenced, format!("{field}: CEL does not compile: {m}"))
-        })
+        Expr::compile(&c.value, self.at(&c.referenced))
+            .or_else(|m| self.err(&c.referenced, format!("{field}: CEL does not compile: {m}")))
     }
 
     fn duration(&self, field: &str, d: &Spanned<String>) -> Result<Duration, PolicyError> {
         humantime::parse_duration(&d.value).or_else(|e| {
             self.err(
                 &d.referenced,
-                format!("{field}: invalid duration {:?} ({e}); write e.g. 30s, 15m, 72h", d.value),
+                format!(
+                    "{field}: invalid duration {:?} ({e}); write e.g. 30s, 15m, 72h",
+                    d.value
+                ),
             )
         })
     }
@@ -372,7 +378,8 @@ impl Ctx<'_> {
 fn valid_name(n: &str) -> bool {
     !n.is_empty()
         && n.len() <= 63
-        && n.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && n.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !n.starts_with('-')
         && !n.ends_with('-')
 }
@@ -402,9 +409,17 @@ fn compile(ctx: &Ctx<'_>, doc: Spanned<RawPolicy>) -> Result<Policy, PolicyError
         );
     }
     if raw.on.types.value.is_empty() || raw.on.types.value.iter().any(|t| t.trim().is_empty()) {
-        return ctx.err(&raw.on.types.referenced, "on.types: list at least one event type");
+        return ctx.err(
+            &raw.on.types.referenced,
+            "on.types: list at least one event type",
+        );
     }
-    let when = raw.on.when.as_ref().map(|c| ctx.cel("on.when", c)).transpose()?;
+    let when = raw
+        .on
+        .when
+        .as_ref()
+        .map(|c| ctx.cel("on.when", c))
+        .transpose()?;
 
     let action = compile_action(ctx, raw.action)?;
     let target = match (raw.target, &action) {
@@ -413,15 +428,24 @@ fn compile(ctx: &Ctx<'_>, doc: Spanned<RawPolicy>) -> Result<Policy, PolicyError
             project: None,
             namespaces: Vec::new(),
         },
-        (Some(t), Action::CreateApplication { .. }) if t.application.is_none() && t.selector.is_none() => Target {
-            selects: TargetKind::Created,
-            project: t.project,
-            namespaces: t.namespaces,
-        },
+        (Some(t), Action::CreateApplication { .. })
+            if t.application.is_none() && t.selector.is_none() =>
+        {
+            Target {
+                selects: TargetKind::Created,
+                project: t.project,
+                namespaces: t.namespaces,
+            }
+        }
         (Some(_), Action::CreateApplication { .. }) => {
             return ctx.err(&doc.referenced, "target: createApplication names its Application itself (action.createApplication.name); remove target.application/selector");
         }
-        (None, _) => return ctx.err(&doc.referenced, "target: missing; give target.application or target.selector"),
+        (None, _) => {
+            return ctx.err(
+                &doc.referenced,
+                "target: missing; give target.application or target.selector",
+            );
+        }
         (Some(t), _) => {
             let selects = match (&t.application, &t.selector) {
                 (Some(a), None) => TargetKind::Application(ctx.cel("target.application", a)?),
@@ -431,7 +455,12 @@ fn compile(ctx: &Ctx<'_>, doc: Spanned<RawPolicy>) -> Result<Policy, PolicyError
                     }
                     TargetKind::Selector(s.value.clone())
                 }
-                _ => return ctx.err(&doc.referenced, "target: give exactly one of application and selector"),
+                _ => {
+                    return ctx.err(
+                        &doc.referenced,
+                        "target: give exactly one of application and selector",
+                    );
+                }
             };
             Target {
                 selects,
@@ -450,7 +479,11 @@ fn compile(ctx: &Ctx<'_>, doc: Spanned<RawPolicy>) -> Result<Policy, PolicyError
             coalesce: None,
         },
         Some(g) => Guard {
-            when: g.when.as_ref().map(|c| ctx.cel("guard.when", c)).transpose()?,
+            when: g
+                .when
+                .as_ref()
+                .map(|c| ctx.cel("guard.when", c))
+                .transpose()?,
             operation_in_progress: g.operation_in_progress,
             max_wait: g
                 .max_wait
@@ -458,8 +491,16 @@ fn compile(ctx: &Ctx<'_>, doc: Spanned<RawPolicy>) -> Result<Policy, PolicyError
                 .map(|d| ctx.duration("guard.maxWait", d))
                 .transpose()?
                 .unwrap_or(Duration::from_secs(600)),
-            cooldown: g.cooldown.as_ref().map(|d| ctx.duration("guard.cooldown", d)).transpose()?,
-            coalesce: g.coalesce.as_ref().map(|d| ctx.duration("guard.coalesce", d)).transpose()?,
+            cooldown: g
+                .cooldown
+                .as_ref()
+                .map(|d| ctx.duration("guard.cooldown", d))
+                .transpose()?,
+            coalesce: g
+                .coalesce
+                .as_ref()
+                .map(|d| ctx.duration("guard.coalesce", d))
+                .transpose()?,
         },
     };
     let rate_limit = match &raw.rate_limit {
@@ -467,7 +508,10 @@ fn compile(ctx: &Ctx<'_>, doc: Spanned<RawPolicy>) -> Result<Policy, PolicyError
         Some(r) => {
             // `3/h per application` reads well in YAML; the key is always policy + application.
             let text = r.value.trim_end_matches("per application").trim();
-            Some(text.parse::<Rate>().or_else(|m| ctx.err(&r.referenced, format!("rateLimit: {m}")))?)
+            Some(
+                text.parse::<Rate>()
+                    .or_else(|m| ctx.err(&r.referenced, format!("rateLimit: {m}")))?,
+            )
         }
     };
     Ok(Policy {
@@ -703,16 +747,18 @@ pub fn load_dir(dir: &Path) -> Result<PolicySet, PolicyError> {
         })?;
         for p in parse_file(&shown, &text)? {
             if let Some(first) = all.iter().find(|q| q.name == p.name) {
-                let (line, column) = p
-                    .at
-                    .rsplit_once(':')
-                    .and_then(|(_, l)| l.parse().ok())
-                    .map_or((0, 0), |l| (l, 1));
+                let (line, column) =
+                    p.at.rsplit_once(':')
+                        .and_then(|(_, l)| l.parse().ok())
+                        .map_or((0, 0), |l| (l, 1));
                 return Err(PolicyError {
                     path: shown,
                     line,
                     column,
-                    message: format!("name: {:?} is already used by the policy at {}", p.name, first.at),
+                    message: format!(
+                        "name: {:?} is already used by the policy at {}",
+                        p.name, first.at
+                    ),
                 });
             }
             all.push(p);

@@ -19,7 +19,9 @@ pub const VERSIONS: [&str; 3] = ["v0.4.1", "v0.5.1", "0.6.0-draft"];
 /// Why a document is not a valid CDEvent.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SchemaError {
-    #[error("context.specversion {0:?} is not a supported CDEvents version (0.4.1, 0.5.x, 0.6.0-draft)")]
+    #[error(
+        "context.specversion {0:?} is not a supported CDEvents version (0.4.1, 0.5.x, 0.6.0-draft)"
+    )]
     UnknownVersion(String),
     #[error("context.type {ty:?} is not a CDEvents {version} event type")]
     UnknownType { ty: String, version: String },
@@ -95,7 +97,9 @@ impl Schemas {
                     Ok(v) => {
                         by_type.insert((version, ty.to_string()), v);
                     }
-                    Err(e) => tracing::error!(version, file, error = %e, "bundled schema does not compile"),
+                    Err(e) => {
+                        tracing::error!(version, file, error = %e, "bundled schema does not compile")
+                    }
                 }
             }
         }

@@ -4,7 +4,7 @@
 //! network, no clock beyond the `now` passed in.
 
 use super::inbound::{self, Inbound, InboundError};
-use super::matcher::{self, AppRef, Aim};
+use super::matcher::{self, Aim, AppRef};
 use super::plan;
 use super::policy::{InProgress, PolicySet};
 use super::schema::Schemas;
@@ -33,7 +33,8 @@ pub struct Simulated {
 
 /// Decode an event file: a structured CloudEvent or a bare CDEvent (JSON).
 pub fn read_event(text: &str) -> Result<Inbound, String> {
-    let v: Value = serde_json::from_str(text).map_err(|e| format!("{}:{}: {e}", e.line(), e.column()))?;
+    let v: Value =
+        serde_json::from_str(text).map_err(|e| format!("{}:{}: {e}", e.line(), e.column()))?;
     let media = if v.get("specversion").is_some() {
         "application/cloudevents+json"
     } else {
@@ -61,16 +62,17 @@ pub fn simulate(
     let mut out = Vec::new();
     for m in matcher::match_event(set, event, default_namespace) {
         let policy = m.policy;
-        let base = |application: String, outcome, reason: String, requests: Vec<ArgoRequest>| Simulated {
-            policy: policy.name.clone(),
-            application,
-            action: policy.action.name().to_string(),
-            outcome,
-            reason,
-            request: requests.last().cloned(),
-            requests,
-            dry_run: policy.dry_run,
-        };
+        let base =
+            |application: String, outcome, reason: String, requests: Vec<ArgoRequest>| Simulated {
+                policy: policy.name.clone(),
+                application,
+                action: policy.action.name().to_string(),
+                outcome,
+                reason,
+                request: requests.last().cloned(),
+                requests,
+                dry_run: policy.dry_run,
+            };
         let targets = match &m.aim {
             Err(reason) => {
                 out.push(base(String::new(), "skip", reason.clone(), Vec::new()));
@@ -101,7 +103,9 @@ pub fn simulate(
                 && plan::operation_running(a)
             {
                 let reason = match policy.guard.operation_in_progress {
-                    InProgress::Skip => "an operation is already running on the application".to_string(),
+                    InProgress::Skip => {
+                        "an operation is already running on the application".to_string()
+                    }
                     InProgress::Wait => format!(
                         "an operation is running: would wait up to guard.maxWait ({}) and decide again",
                         humantime::format_duration(policy.guard.max_wait)
@@ -112,7 +116,8 @@ pub fn simulate(
             }
             match plan::plan(policy, event, &target, app, now) {
                 Ok(p) => {
-                    let reqs: Vec<ArgoRequest> = p.steps.iter().map(|s| render(s, &target)).collect();
+                    let reqs: Vec<ArgoRequest> =
+                        p.steps.iter().map(|s| render(s, &target)).collect();
                     let reason = super::engine::describe(&p, policy.action.name());
                     out.push(base(key, "act", reason, reqs));
                 }

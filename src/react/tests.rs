@@ -3,7 +3,7 @@
 //! Applications (../shared/argocd/examples) and the CDEvents conformance events.
 
 use super::inbound::Inbound;
-use super::matcher::{AppRef, Aim, match_event};
+use super::matcher::{Aim, AppRef, match_event};
 use super::plan::{guard, image_from_purl, plan};
 use super::policy::{PolicySet, load_dir, parse_file};
 use super::simulate::{read_event, simulate};
@@ -22,8 +22,11 @@ fn argo_example(name: &str) -> Value {
 }
 
 fn cdevent(name: &str, edit: impl FnOnce(&mut Value)) -> Inbound {
-    let p = root().join("../shared/cdevents/v0.5.1/examples").join(format!("{name}.json"));
-    let mut v: Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap_or_default()).unwrap_or_default();
+    let p = root()
+        .join("../shared/cdevents/v0.5.1/examples")
+        .join(format!("{name}.json"));
+    let mut v: Value =
+        serde_json::from_str(&std::fs::read_to_string(&p).unwrap_or_default()).unwrap_or_default();
     edit(&mut v);
     read_event(&v.to_string()).unwrap_or_else(|e| panic!("{name}: {e}"))
 }
@@ -41,31 +44,90 @@ fn the_shipped_policies_decide_what_their_readme_says() {
     .unwrap_or_else(|e| panic!("apps.json: {e}"));
     // (event file, policy, application, reason prefix, method and path of the main call)
     let rows = [
-        ("artifact-packaged-web", "update-web-image-in-dev", "argocd/web-dev", "updateImage: image ghcr.io/acme/web:1.4.2", "POST", "/api/v1/applications/web-dev/sync"),
-        ("incident-detected-production", "rollback-on-incident", "argocd/shop-web", "rollback: roll back to history id 12", "POST", "/api/v1/applications/shop-web/sync"),
-        ("change-created", "shop-preview-create", "argocd/shop-pr-43", "createApplication: expires", "POST", "/api/v1/applications?upsert=false"),
-        ("change-merged", "shop-preview-delete", "argocd/shop-pr-42", "deleteApplication", "DELETE", "/api/v1/applications/shop-pr-42?cascade=true&propagationPolicy=foreground&appNamespace=argocd"),
-        ("service-upgraded-staging", "promote-shop-to-production", "argocd/shop-production", "sync", "POST", "/api/v1/applications/shop-production/sync"),
-        ("delivery-triggered", "deliver-on-request", "argocd/shop-production", "sync", "POST", "/api/v1/applications/shop-production/sync"),
+        (
+            "artifact-packaged-web",
+            "update-web-image-in-dev",
+            "argocd/web-dev",
+            "updateImage: image ghcr.io/acme/web:1.4.2",
+            "POST",
+            "/api/v1/applications/web-dev/sync",
+        ),
+        (
+            "incident-detected-production",
+            "rollback-on-incident",
+            "argocd/shop-web",
+            "rollback: roll back to history id 12",
+            "POST",
+            "/api/v1/applications/shop-web/sync",
+        ),
+        (
+            "change-created",
+            "shop-preview-create",
+            "argocd/shop-pr-43",
+            "createApplication: expires",
+            "POST",
+            "/api/v1/applications?upsert=false",
+        ),
+        (
+            "change-merged",
+            "shop-preview-delete",
+            "argocd/shop-pr-42",
+            "deleteApplication",
+            "DELETE",
+            "/api/v1/applications/shop-pr-42?cascade=true&propagationPolicy=foreground&appNamespace=argocd",
+        ),
+        (
+            "service-upgraded-staging",
+            "promote-shop-to-production",
+            "argocd/shop-production",
+            "sync",
+            "POST",
+            "/api/v1/applications/shop-production/sync",
+        ),
+        (
+            "delivery-triggered",
+            "deliver-on-request",
+            "argocd/shop-production",
+            "sync",
+            "POST",
+            "/api/v1/applications/shop-production/sync",
+        ),
     ];
     for (file, policy, app, reason, method, path) in rows {
-        let text = std::fs::read_to_string(root().join(format!("policies/testdata/{file}.json"))).unwrap_or_default();
+        let text = std::fs::read_to_string(root().join(format!("policies/testdata/{file}.json")))
+            .unwrap_or_default();
         let ev = read_event(&text).unwrap_or_else(|e| panic!("{file}: {e}"));
-        let out = simulate(&policies, &ev, &apps, "argocd", chrono::Utc::now()).unwrap_or_else(|e| panic!("{file}: {e}"));
+        let out = simulate(&policies, &ev, &apps, "argocd", chrono::Utc::now())
+            .unwrap_or_else(|e| panic!("{file}: {e}"));
         let d = out
             .iter()
             .find(|d| d.policy == policy)
             .unwrap_or_else(|| panic!("{file}: no decision of {policy}: {out:#?}"));
-        assert_eq!((d.application.as_str(), d.outcome), (app, "act"), "{file}: {d:#?}");
+        assert_eq!(
+            (d.application.as_str(), d.outcome),
+            (app, "act"),
+            "{file}: {d:#?}"
+        );
         assert!(d.reason.starts_with(reason), "{file}: {}", d.reason);
-        let req = d.request.as_ref().unwrap_or_else(|| panic!("{file}: no request"));
+        let req = d
+            .request
+            .as_ref()
+            .unwrap_or_else(|| panic!("{file}: no request"));
         assert_eq!((req.method, req.path.as_str()), (method, path), "{file}");
         // Every operation carries the chain.
         if let Some(body) = &req.body
             && path.ends_with("/sync")
         {
-            let names: Vec<&str> = body["infos"].as_array().into_iter().flatten().filter_map(|i| i["name"].as_str()).collect();
-            assert!(names.contains(&"cdevents.chainId") && names.contains(&"cdevents.triggerId"), "{file}: {body}");
+            let names: Vec<&str> = body["infos"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|i| i["name"].as_str())
+                .collect();
+            assert!(
+                names.contains(&"cdevents.chainId") && names.contains(&"cdevents.triggerId"),
+                "{file}: {body}"
+            );
         }
     }
 }
@@ -73,23 +135,62 @@ fn the_shipped_policies_decide_what_their_readme_says() {
 #[test]
 fn a_bad_policy_file_is_reported_with_its_line_and_column() {
     let rows: [(&str, &str); 12] = [
-        ("name: x\non: {types: [a]}\ntarget: {application: '\"a\"'}\naction: {sync: {}}\nbogus: 1\n", "p.yaml:5:1: "),
-        ("name: Bad_Name\non: {types: [a]}\ntarget: {application: '\"a\"'}\naction: {sync: {}}\n", "p.yaml:1:7: name: \"Bad_Name\""),
-        ("name: x\non: {types: []}\ntarget: {application: '\"a\"'}\naction: {sync: {}}\n", "p.yaml:2:13: on.types"),
-        ("name: x\non:\n  types: [a]\n  when: 'event.('\ntarget: {application: '\"a\"'}\naction: {sync: {}}\n", "p.yaml:4:9: on.when: CEL does not compile"),
-        ("name: x\non: {types: [a]}\ntarget: {application: 'a +'}\naction: {sync: {}}\n", "p.yaml:3:23: target.application: CEL does not compile"),
-        ("name: x\non: {types: [a]}\ntarget: {application: '\"a\"'}\naction: {explode: {}}\n", "p.yaml:4:"),
-        ("name: x\non: {types: [a]}\ntarget: {application: '\"a\"'}\naction: {sync: {}}\nguard: {cooldown: soon}\n", "p.yaml:5:19: guard.cooldown: invalid duration"),
-        ("name: x\non: {types: [a]}\ntarget: {application: '\"a\"'}\naction: {sync: {}}\nrateLimit: 3 per hour\n", "p.yaml:5:12: rateLimit: invalid rate"),
-        ("name: x\non: {types: [a]}\naction: {sync: {}}\n", "p.yaml:1:1: target: missing"),
-        ("name: x\non: {types: [a]}\ntarget: {selector: 'a=(b'}\naction: {sync: {}}\n", "p.yaml:3:20: target.selector"),
-        ("name: x\non: {types: [a]}\ntarget: {application: '\"a\"'}\naction: {refresh: {type: soft}}\n", "p.yaml:4:26: action.refresh.type"),
-        ("name: x\non: {types: [a]}\naction:\n  createApplication:\n    name: '\"a\"'\n    template: {spec: {project: '{{ event. }}'}}\n", "p.yaml:6:15: action.createApplication.template"),
+        (
+            "name: x\non: {types: [a]}\ntarget: {application: '\"a\"'}\naction: {sync: {}}\nbogus: 1\n",
+            "p.yaml:5:1: ",
+        ),
+        (
+            "name: Bad_Name\non: {types: [a]}\ntarget: {application: '\"a\"'}\naction: {sync: {}}\n",
+            "p.yaml:1:7: name: \"Bad_Name\"",
+        ),
+        (
+            "name: x\non: {types: []}\ntarget: {application: '\"a\"'}\naction: {sync: {}}\n",
+            "p.yaml:2:13: on.types",
+        ),
+        (
+            "name: x\non:\n  types: [a]\n  when: 'event.('\ntarget: {application: '\"a\"'}\naction: {sync: {}}\n",
+            "p.yaml:4:9: on.when: CEL does not compile",
+        ),
+        (
+            "name: x\non: {types: [a]}\ntarget: {application: 'a +'}\naction: {sync: {}}\n",
+            "p.yaml:3:23: target.application: CEL does not compile",
+        ),
+        (
+            "name: x\non: {types: [a]}\ntarget: {application: '\"a\"'}\naction: {explode: {}}\n",
+            "p.yaml:4:",
+        ),
+        (
+            "name: x\non: {types: [a]}\ntarget: {application: '\"a\"'}\naction: {sync: {}}\nguard: {cooldown: soon}\n",
+            "p.yaml:5:19: guard.cooldown: invalid duration",
+        ),
+        (
+            "name: x\non: {types: [a]}\ntarget: {application: '\"a\"'}\naction: {sync: {}}\nrateLimit: 3 per hour\n",
+            "p.yaml:5:12: rateLimit: invalid rate",
+        ),
+        (
+            "name: x\non: {types: [a]}\naction: {sync: {}}\n",
+            "p.yaml:1:1: target: missing",
+        ),
+        (
+            "name: x\non: {types: [a]}\ntarget: {selector: 'a=(b'}\naction: {sync: {}}\n",
+            "p.yaml:3:20: target.selector",
+        ),
+        (
+            "name: x\non: {types: [a]}\ntarget: {application: '\"a\"'}\naction: {refresh: {type: soft}}\n",
+            "p.yaml:4:26: action.refresh.type",
+        ),
+        (
+            "name: x\non: {types: [a]}\naction:\n  createApplication:\n    name: '\"a\"'\n    template: {spec: {project: '{{ event. }}'}}\n",
+            "p.yaml:6:15: action.createApplication.template",
+        ),
     ];
     for (yaml, want) in rows {
         match parse_file("p.yaml", yaml) {
             Ok(_) => panic!("accepted:\n{yaml}"),
-            Err(e) => assert!(e.to_string().starts_with(want), "{yaml}\n got: {e}\nwant: {want}…"),
+            Err(e) => assert!(
+                e.to_string().starts_with(want),
+                "{yaml}\n got: {e}\nwant: {want}…"
+            ),
         }
     }
     // Names unique across the directory.
@@ -97,8 +198,14 @@ fn a_bad_policy_file_is_reported_with_its_line_and_column() {
     let p = "name: same\non: {types: [a]}\ntarget: {application: '\"a\"'}\naction: {sync: {}}\n";
     std::fs::write(dir.path().join("a.yaml"), p).unwrap_or_default();
     std::fs::write(dir.path().join("b.yaml"), format!("{p}---\n{p}")).unwrap_or_default();
-    let e = load_dir(dir.path()).err().map(|e| e.to_string()).unwrap_or_default();
-    assert!(e.contains("b.yaml:1:1: name: \"same\" is already used by the policy at"), "{e}");
+    let e = load_dir(dir.path())
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(
+        e.contains("b.yaml:1:1: name: \"same\" is already used by the policy at"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -126,16 +233,57 @@ action: {refresh: {type: hard}}
             v["subject"]["content"]["service"]["id"] = json!(service);
         })
     };
-    let app = |ns: &str, name: &str| Aim::App(AppRef { namespace: ns.into(), name: name.into() });
+    let app = |ns: &str, name: &str| {
+        Aim::App(AppRef {
+            namespace: ns.into(),
+            name: name.into(),
+        })
+    };
     type Want = Vec<(&'static str, Result<Aim, &'static str>)>;
     let rows: Vec<(Inbound, Want)> = vec![
-        (incident("/monitoring/p", "production", "shop"), vec![("by-name", Ok(app("argocd", "shop"))), ("by-label", Err(""))]),
-        (incident("/monitoring/p", "production", "team-a/shop"), vec![("by-name", Ok(app("team-a", "shop"))), ("by-label", Err(""))]),
-        (incident("/monitoring/p", "staging", "shop"), vec![("by-label", Err(""))]),
-        (incident("/ci/x", "production", "shop"), vec![("by-label", Err(""))]),
-        (incident("/monitoring/p", "production", "kube-system/x"), vec![("by-name", Err("is not allowed for this policy")), ("by-label", Err(""))]),
-        (incident("/monitoring/p", "production", "../x"), vec![("by-name", Err("invalid application name")), ("by-label", Err(""))]),
-        (incident("/monitoring/p", "production", "a/b/c"), vec![("by-name", Err("invalid application name")), ("by-label", Err(""))]),
+        (
+            incident("/monitoring/p", "production", "shop"),
+            vec![
+                ("by-name", Ok(app("argocd", "shop"))),
+                ("by-label", Err("")),
+            ],
+        ),
+        (
+            incident("/monitoring/p", "production", "team-a/shop"),
+            vec![
+                ("by-name", Ok(app("team-a", "shop"))),
+                ("by-label", Err("")),
+            ],
+        ),
+        (
+            incident("/monitoring/p", "staging", "shop"),
+            vec![("by-label", Err(""))],
+        ),
+        (
+            incident("/ci/x", "production", "shop"),
+            vec![("by-label", Err(""))],
+        ),
+        (
+            incident("/monitoring/p", "production", "kube-system/x"),
+            vec![
+                ("by-name", Err("is not allowed for this policy")),
+                ("by-label", Err("")),
+            ],
+        ),
+        (
+            incident("/monitoring/p", "production", "../x"),
+            vec![
+                ("by-name", Err("invalid application name")),
+                ("by-label", Err("")),
+            ],
+        ),
+        (
+            incident("/monitoring/p", "production", "a/b/c"),
+            vec![
+                ("by-name", Err("invalid application name")),
+                ("by-label", Err("")),
+            ],
+        ),
         (cdevent("artifact_packaged", |_| {}), vec![]),
     ];
     for (ev, want) in rows {
@@ -154,10 +302,18 @@ action: {refresh: {type: hard}}
     // A `when` that cannot be evaluated (field missing) is a recorded skip, not a match.
     let ev = cdevent("incident_detected", |v| {
         v["context"]["source"] = json!("/monitoring/p");
-        v["subject"]["content"].as_object_mut().map(|c| c.remove("environment"));
+        v["subject"]["content"]
+            .as_object_mut()
+            .map(|c| c.remove("environment"));
     });
     let got = match_event(&s, &ev, "argocd");
-    assert!(got[0].aim.as_ref().is_err_and(|e| e.starts_with("CEL error in on.when")), "{got:?}");
+    assert!(
+        got[0]
+            .aim
+            .as_ref()
+            .is_err_and(|e| e.starts_with("CEL error in on.when")),
+        "{got:?}"
+    );
 }
 
 #[test]
@@ -168,31 +324,62 @@ fn plans_for_each_action_on_argo_cds_example_applications() {
     let running = argo_example("application-operation-running.yaml");
     let target = |a: &Value| AppRef::of(a);
     let art = cdevent("artifact_packaged", |v| {
-        v["subject"]["id"] = json!("pkg:oci/web@sha256%3Aabc?repository_url=ghcr.io/acme/web&tag=1.2.3");
+        v["subject"]["id"] =
+            json!("pkg:oci/web@sha256%3Aabc?repository_url=ghcr.io/acme/web&tag=1.2.3");
     });
 
     // sync with a revision from the event, prune and options, stamped with the chain.
-    let s = set("name: s\non: {types: [dev.cdevents.artifact.packaged]}\ntarget: {application: '\"x\"'}\naction: {sync: {revision: 'event.subject.content.change.id', prune: true, syncOptions: [Validate=false]}}\n");
-    let p = plan(&s.policies[0], &art, &target(&full), Some(&full), now).unwrap_or_else(|e| panic!("{e}"));
-    let Step::Sync(sync) = &p.steps[0] else { panic!("{p:?}") };
+    let s = set(
+        "name: s\non: {types: [dev.cdevents.artifact.packaged]}\ntarget: {application: '\"x\"'}\naction: {sync: {revision: 'event.subject.content.change.id', prune: true, syncOptions: [Validate=false]}}\n",
+    );
+    let p = plan(&s.policies[0], &art, &target(&full), Some(&full), now)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let Step::Sync(sync) = &p.steps[0] else {
+        panic!("{p:?}")
+    };
     assert_eq!(sync.revision.as_deref(), Some("myChange123"));
     assert!(sync.prune);
-    assert!(sync.infos.iter().any(|(k, v)| k == "cdevents.chainId" && v == "4c8cb7dd-3448-41de-8768-eec704e2829b"));
-    assert!(sync.infos.iter().any(|(k, v)| k == "cdevents.triggerId" && v == "271069a8-fc18-44f1-b38f-9d70a1695819"));
+    assert!(
+        sync.infos
+            .iter()
+            .any(|(k, v)| k == "cdevents.chainId" && v == "4c8cb7dd-3448-41de-8768-eec704e2829b")
+    );
+    assert!(
+        sync.infos
+            .iter()
+            .any(|(k, v)| k == "cdevents.triggerId" && v == "271069a8-fc18-44f1-b38f-9d70a1695819")
+    );
 
     // updateImage on a multi-source app patches the whole sources list.
-    let s = set("name: u\non: {types: [dev.cdevents.artifact.packaged]}\ntarget: {application: '\"x\"'}\naction: {updateImage: {helm: {parameter: image.tag}, source: 0}}\n");
-    let p = plan(&s.policies[0], &art, &target(&multi), Some(&multi), now).unwrap_or_else(|e| panic!("{e}"));
-    let Step::Patch { patch } = &p.steps[0] else { panic!("{p:?}") };
+    let s = set(
+        "name: u\non: {types: [dev.cdevents.artifact.packaged]}\ntarget: {application: '\"x\"'}\naction: {updateImage: {helm: {parameter: image.tag}, source: 0}}\n",
+    );
+    let p = plan(&s.policies[0], &art, &target(&multi), Some(&multi), now)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let Step::Patch { patch } = &p.steps[0] else {
+        panic!("{p:?}")
+    };
     let params = &patch["spec"]["sources"][0]["helm"]["parameters"];
-    assert!(params.as_array().is_some_and(|ps| ps.contains(&json!({"name": "image.tag", "value": "1.2.3", "forceString": true}))), "{patch}");
-    assert_eq!(patch["spec"]["sources"].as_array().map(Vec::len), multi["spec"]["sources"].as_array().map(Vec::len));
+    assert!(
+        params
+            .as_array()
+            .is_some_and(|ps| ps
+                .contains(&json!({"name": "image.tag", "value": "1.2.3", "forceString": true}))),
+        "{patch}"
+    );
+    assert_eq!(
+        patch["spec"]["sources"].as_array().map(Vec::len),
+        multi["spec"]["sources"].as_array().map(Vec::len)
+    );
     assert!(matches!(p.steps[1], Step::Sync(_)));
     // The same image again: nothing to do.
     let mut updated = multi.clone();
     updated["spec"]["sources"] = patch["spec"]["sources"].clone();
     let again = plan(&s.policies[0], &art, &target(&updated), Some(&updated), now);
-    assert_eq!(again.err().as_deref(), Some("image already set to ghcr.io/acme/web:1.2.3"));
+    assert_eq!(
+        again.err().as_deref(),
+        Some("image already set to ghcr.io/acme/web:1.2.3")
+    );
 
     // rollback: the newest older entry with another revision; auto-sync needs disableAutoSync.
     let mut app = full.clone();
@@ -201,43 +388,90 @@ fn plans_for_each_action_on_argo_cds_example_applications() {
     ]);
     app["spec"]["syncPolicy"] = json!({"automated": {"prune": true}});
     let inc = cdevent("incident_detected", |_| {});
-    let refuse = set("name: r\non: {types: [dev.cdevents.incident.detected]}\ntarget: {application: '\"x\"'}\naction: {rollback: {}}\n");
-    let e = plan(&refuse.policies[0], &inc, &target(&app), Some(&app), now).err().unwrap_or_default();
+    let refuse = set(
+        "name: r\non: {types: [dev.cdevents.incident.detected]}\ntarget: {application: '\"x\"'}\naction: {rollback: {}}\n",
+    );
+    let e = plan(&refuse.policies[0], &inc, &target(&app), Some(&app), now)
+        .err()
+        .unwrap_or_default();
     assert!(e.starts_with("auto-sync is enabled"), "{e}");
-    let s = set("name: r\non: {types: [dev.cdevents.incident.detected]}\ntarget: {application: '\"x\"'}\naction: {rollback: {disableAutoSync: true}}\n");
-    let p = plan(&s.policies[0], &inc, &target(&app), Some(&app), now).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(p.steps[0], Step::Patch { patch: json!({"spec": {"syncPolicy": {"automated": {"enabled": false}}}}) });
-    let Step::Sync(sync) = &p.steps[1] else { panic!("{p:?}") };
+    let s = set(
+        "name: r\non: {types: [dev.cdevents.incident.detected]}\ntarget: {application: '\"x\"'}\naction: {rollback: {disableAutoSync: true}}\n",
+    );
+    let p = plan(&s.policies[0], &inc, &target(&app), Some(&app), now)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        p.steps[0],
+        Step::Patch {
+            patch: json!({"spec": {"syncPolicy": {"automated": {"enabled": false}}}})
+        }
+    );
+    let Step::Sync(sync) = &p.steps[1] else {
+        panic!("{p:?}")
+    };
     assert_eq!(sync.revision.as_deref(), Some("aaa"));
-    assert!(sync.infos.contains(&("cdevents.action".into(), "rollback".into())));
-    assert!(p.note.contains("history id 3") && p.note.contains("auto-sync disabled first"), "{}", p.note);
+    assert!(
+        sync.infos
+            .contains(&("cdevents.action".into(), "rollback".into()))
+    );
+    assert!(
+        p.note.contains("history id 3") && p.note.contains("auto-sync disabled first"),
+        "{}",
+        p.note
+    );
     // …to an id named by the event; an id not in the history is a skip.
-    let by_id = set("name: r\non: {types: [dev.cdevents.incident.detected]}\ntarget: {application: '\"x\"'}\naction: {rollback: {to: '4'}}\n");
-    let e = plan(&by_id.policies[0], &inc, &target(&full), Some(&full), now).err().unwrap_or_default();
+    let by_id = set(
+        "name: r\non: {types: [dev.cdevents.incident.detected]}\ntarget: {application: '\"x\"'}\naction: {rollback: {to: '4'}}\n",
+    );
+    let e = plan(&by_id.policies[0], &inc, &target(&full), Some(&full), now)
+        .err()
+        .unwrap_or_default();
     assert_eq!(e, "the history has no entry with id 4");
     // Argo CD's own example keeps re-deploying one revision: nothing older to go back to.
     let mut manual = full.clone();
     manual["spec"]["syncPolicy"] = Value::Null;
-    let e = plan(&s.policies[0], &inc, &target(&manual), Some(&manual), now).err().unwrap_or_default();
-    assert_eq!(e, "no earlier deployment with another revision to roll back to");
+    let e = plan(&s.policies[0], &inc, &target(&manual), Some(&manual), now)
+        .err()
+        .unwrap_or_default();
+    assert_eq!(
+        e,
+        "no earlier deployment with another revision to roll back to"
+    );
 
     // deleteApplication only deletes what the gateway owns.
-    let d = set("name: d\non: {types: [dev.cdevents.change.merged]}\ntarget: {application: '\"x\"'}\naction: {deleteApplication: {}}\n");
+    let d = set(
+        "name: d\non: {types: [dev.cdevents.change.merged]}\ntarget: {application: '\"x\"'}\naction: {deleteApplication: {}}\n",
+    );
     let merged = cdevent("change_merged", |_| {});
-    let e = plan(&d.policies[0], &merged, &target(&full), Some(&full), now).err().unwrap_or_default();
+    let e = plan(&d.policies[0], &merged, &target(&full), Some(&full), now)
+        .err()
+        .unwrap_or_default();
     assert!(e.contains("is not owned by argocd-cdevents"), "{e}");
     let mut owned = full.clone();
     owned["metadata"]["labels"] = json!({"app.kubernetes.io/managed-by": "argocd-cdevents"});
-    let p = plan(&d.policies[0], &merged, &target(&owned), Some(&owned), now).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(p.steps, vec![Step::Delete { cascade: true, propagation_policy: "foreground".into() }]);
+    let p = plan(&d.policies[0], &merged, &target(&owned), Some(&owned), now)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        p.steps,
+        vec![Step::Delete {
+            cascade: true,
+            propagation_policy: "foreground".into()
+        }]
+    );
 
     // Guards: project, and `when` over the app; an operation running is seen.
-    let g = set("name: g\non: {types: [dev.cdevents.incident.detected]}\ntarget: {application: '\"x\"', project: shop}\naction: {refresh: {}}\nguard: {when: 'app.status.health.status != \"Healthy\"'}\n");
-    let e = guard(&g.policies[0], &inc, Some(&full)).err().unwrap_or_default();
+    let g = set(
+        "name: g\non: {types: [dev.cdevents.incident.detected]}\ntarget: {application: '\"x\"', project: shop}\naction: {refresh: {}}\nguard: {when: 'app.status.health.status != \"Healthy\"'}\n",
+    );
+    let e = guard(&g.policies[0], &inc, Some(&full))
+        .err()
+        .unwrap_or_default();
     assert!(e.contains("is in project \"sre\", not \"shop\""), "{e}");
     let mut shop = full.clone();
     shop["spec"]["project"] = json!("shop");
-    let e = guard(&g.policies[0], &inc, Some(&shop)).err().unwrap_or_default();
+    let e = guard(&g.policies[0], &inc, Some(&shop))
+        .err()
+        .unwrap_or_default();
     assert!(e.starts_with("guard.when is false"), "{e}");
     assert!(super::plan::operation_running(&running));
     assert!(!super::plan::operation_running(&full));
@@ -246,12 +480,27 @@ fn plans_for_each_action_on_argo_cds_example_applications() {
 #[test]
 fn image_references_from_package_urls() {
     let rows = [
-        ("pkg:oci/web@sha256%3Aabc?repository_url=ghcr.io/acme/web&tag=1.2.3", Some("ghcr.io/acme/web:1.2.3")),
-        ("pkg:oci/web@sha256%3Aabc?repository_url=ghcr.io/acme/web", Some("ghcr.io/acme/web@sha256:abc")),
-        ("pkg:docker/acme/web@sha256%3Aabc?tag=2.0", Some("docker.io/acme/web:2.0")),
-        ("pkg:docker/web?repository_url=registry.example&tag=1", Some("registry.example/web:1")),
+        (
+            "pkg:oci/web@sha256%3Aabc?repository_url=ghcr.io/acme/web&tag=1.2.3",
+            Some("ghcr.io/acme/web:1.2.3"),
+        ),
+        (
+            "pkg:oci/web@sha256%3Aabc?repository_url=ghcr.io/acme/web",
+            Some("ghcr.io/acme/web@sha256:abc"),
+        ),
+        (
+            "pkg:docker/acme/web@sha256%3Aabc?tag=2.0",
+            Some("docker.io/acme/web:2.0"),
+        ),
+        (
+            "pkg:docker/web?repository_url=registry.example&tag=1",
+            Some("registry.example/web:1"),
+        ),
         ("pkg:oci/web?repository_url=ghcr.io/acme/web", None),
-        ("pkg:golang/mygit.com/myorg/myapp@234fd47e07d1004f0aed9c", None),
+        (
+            "pkg:golang/mygit.com/myorg/myapp@234fd47e07d1004f0aed9c",
+            None,
+        ),
         ("not a purl", None),
     ];
     for (purl, want) in rows {

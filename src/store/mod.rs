@@ -250,7 +250,11 @@ pub trait Store: Send + Sync + 'static {
 
     /// Commit received events in one transaction. Returns, per event, whether it is new
     /// (`false`: the same source + id was received before, or earlier in this batch).
-    async fn commit_inbox(&self, events: &[NewInbound], now_ms: i64) -> Result<Vec<bool>, StoreError>;
+    async fn commit_inbox(
+        &self,
+        events: &[NewInbound],
+        now_ms: i64,
+    ) -> Result<Vec<bool>, StoreError>;
     /// Pending inbox rows after `after_seq`, oldest first.
     async fn pending_inbox(&self, after_seq: i64, limit: i64) -> Result<Vec<InboxRow>, StoreError>;
     async fn finish_inbox(&self, seq: i64, now_ms: i64) -> Result<(), StoreError>;

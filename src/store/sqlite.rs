@@ -319,7 +319,11 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn commit_inbox(&self, events: &[NewInbound], now_ms: i64) -> Result<Vec<bool>, StoreError> {
+    async fn commit_inbox(
+        &self,
+        events: &[NewInbound],
+        now_ms: i64,
+    ) -> Result<Vec<bool>, StoreError> {
         let mut tx = self.pool.begin().await?;
         let mut fresh = Vec::with_capacity(events.len());
         for e in events {
