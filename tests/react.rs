@@ -43,7 +43,13 @@ fn artifact_packaged(tag: &str) -> Value {
     })
 }
 
-fn app(name: &str, images: &[&str], history: &[(i64, &str)], auto_sync: bool, health: &str) -> Value {
+fn app(
+    name: &str,
+    images: &[&str],
+    history: &[(i64, &str)],
+    auto_sync: bool,
+    health: &str,
+) -> Value {
     let repo = format!("https://github.com/acme/{name}.git");
     let source = json!({"repoURL": repo, "path": "deploy", "targetRevision": "main",
         "kustomize": {"images": images}});
@@ -54,7 +60,10 @@ fn app(name: &str, images: &[&str], history: &[(i64, &str)], auto_sync: bool, he
                 "deployedAt": format!("2026-11-0{id}T10:00:00Z"), "deployStartedAt": format!("2026-11-0{id}T09:59:00Z")})
         })
         .collect();
-    let last = history.last().map(|(_, r)| fake_sha(&repo, r)).unwrap_or_default();
+    let last = history
+        .last()
+        .map(|(_, r)| fake_sha(&repo, r))
+        .unwrap_or_default();
     let mut spec = json!({"project": "default", "source": source,
         "destination": {"server": "https://kubernetes.default.svc", "namespace": name}});
     if auto_sync {
@@ -190,12 +199,24 @@ react:
         "gw",
         &config,
         &store,
-        &[("ARGOCD_AUTH_TOKEN", ARGO_TOKEN), ("CI_TOKEN", CI_TOKEN), ("MON_SECRET", MON_SECRET), ("ANY_TOKEN", ANY_TOKEN)],
+        &[
+            ("ARGOCD_AUTH_TOKEN", ARGO_TOKEN),
+            ("CI_TOKEN", CI_TOKEN),
+            ("MON_SECRET", MON_SECRET),
+            ("ANY_TOKEN", ANY_TOKEN),
+        ],
     );
     let url = gw.base_url().await;
     // The emit flow has recorded every app as it is before anything acts.
     gw.wait_log("list committed", Duration::from_secs(30)).await;
-    World { fake, sink, gw, url, dir, store }
+    World {
+        fake,
+        sink,
+        gw,
+        url,
+        dir,
+        store,
+    }
 }
 
 impl World {
@@ -211,15 +232,26 @@ impl World {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e/send_event.py");
         let out = Command::new("python3")
             .arg(script)
-            .args(["--url", &format!("{}/events", self.url), "--mode", mode, "--event"])
+            .args([
+                "--url",
+                &format!("{}/events", self.url),
+                "--mode",
+                mode,
+                "--event",
+            ])
             .arg(&file)
             .args(auth)
             .output()
             .unwrap_or_else(|e| panic!("python3: {e}"));
-        assert!(out.status.success(), "send_event.py failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "send_event.py failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}"));
         let status = v["status"].as_u64().unwrap_or_default() as u16;
-        let body = serde_json::from_str(v["body"].as_str().unwrap_or_default()).unwrap_or(Value::Null);
+        let body =
+            serde_json::from_str(v["body"].as_str().unwrap_or_default()).unwrap_or(Value::Null);
         (status, body)
     }
 
@@ -237,11 +269,17 @@ impl World {
             .unwrap_or_else(|e| panic!("curl: {e}"));
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-        (code.trim().parse().unwrap_or(0), serde_json::from_str(body).unwrap_or(Value::Null))
+        (
+            code.trim().parse().unwrap_or(0),
+            serde_json::from_str(body).unwrap_or(Value::Null),
+        )
     }
 
     async fn emitted(&self, what: &str, cond: impl Fn(&Received) -> bool) -> Value {
-        let found = |log: &[Received]| log.iter().any(|r| (200..300).contains(&r.status) && cond(r));
+        let found = |log: &[Received]| {
+            log.iter()
+                .any(|r| (200..300).contains(&r.status) && cond(r))
+        };
         self.sink
             .wait_for(what, Duration::from_secs(30), |log| found(log))
             .await;
@@ -256,7 +294,9 @@ impl World {
     fn decisions(&self) -> Vec<Value> {
         let (code, out, err) = cli(&["decisions", "list", "--json", "--store", &self.store]);
         assert_eq!(code, 0, "{err}");
-        out.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+        out.lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
     }
 
     async fn wait_decisions(&self, n: usize) -> Vec<Value> {
@@ -267,17 +307,28 @@ impl World {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        panic!("fewer than {n} settled decisions: {:?}\n{}", self.decisions(), self.gw.log_text());
+        panic!(
+            "fewer than {n} settled decisions: {:?}\n{}",
+            self.decisions(),
+            self.gw.log_text()
+        );
     }
 
     /// The write requests the double received (method, path, body).
     fn writes(&self) -> Vec<(String, String, Value)> {
-        self.fake.bodies().into_iter().filter(|(m, _, _)| m != "GET").collect()
+        self.fake
+            .bodies()
+            .into_iter()
+            .filter(|(m, _, _)| m != "GET")
+            .collect()
     }
 }
 
 fn chain_and_trigger(ev: &Value) -> (String, String) {
-    let chain = ev["context"]["chainId"].as_str().unwrap_or_default().to_string();
+    let chain = ev["context"]["chainId"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     let trigger = ev["context"]["links"]
         .as_array()
         .and_then(|l| l.iter().find(|l| l["linkKind"] == "TRIGGER"))
@@ -296,7 +347,13 @@ fn valid(ev: &Value) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn artifact_packaged_updates_the_image_syncs_and_the_upgrade_joins_the_chain() {
     let w = world(
-        vec![app("web", &["ghcr.io/acme/web:1.0.0"], &[(1, "main")], false, "Healthy")],
+        vec![app(
+            "web",
+            &["ghcr.io/acme/web:1.0.0"],
+            &[(1, "main")],
+            false,
+            "Healthy",
+        )],
         POLICIES,
     )
     .await;
@@ -307,27 +364,42 @@ async fn artifact_packaged_updates_the_image_syncs_and_the_upgrade_joins_the_cha
 
     let upgraded = w
         .emitted("service.upgraded of argocd/web", |r| {
-            r.ty.starts_with("dev.cdevents.service.upgraded") && r.body["subject"]["id"] == "argocd/web"
+            r.ty.starts_with("dev.cdevents.service.upgraded")
+                && r.body["subject"]["id"] == "argocd/web"
         })
         .await;
     valid(&upgraded);
     let (chain, trigger) = chain_and_trigger(&upgraded);
     assert_eq!(chain, ev["context"]["chainId"].as_str().unwrap_or("?"));
     assert_eq!(trigger, ev["context"]["id"].as_str().unwrap_or("?"));
-    let artifact = upgraded["subject"]["content"]["artifactId"].as_str().unwrap_or_default();
-    assert!(artifact.starts_with("pkg:oci/web") && artifact.contains("1.1.0"), "{artifact}");
+    let artifact = upgraded["subject"]["content"]["artifactId"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        artifact.starts_with("pkg:oci/web") && artifact.contains("1.1.0"),
+        "{artifact}"
+    );
 
     // The calls, exactly: a merge patch of the kustomize images, then a sync stamped with
     // the chain. (The double has already checked both against swagger.json.)
     let writes = w.writes();
     assert_eq!(writes.len(), 2, "{writes:?}");
     assert_eq!(writes[0].0, "PATCH");
-    let patch: Value = serde_json::from_str(writes[0].2["patch"].as_str().unwrap_or_default()).unwrap_or_default();
-    assert_eq!(patch["spec"]["source"]["kustomize"]["images"], json!(["ghcr.io/acme/web:1.1.0"]));
+    let patch: Value =
+        serde_json::from_str(writes[0].2["patch"].as_str().unwrap_or_default()).unwrap_or_default();
+    assert_eq!(
+        patch["spec"]["source"]["kustomize"]["images"],
+        json!(["ghcr.io/acme/web:1.1.0"])
+    );
     assert_eq!(writes[1].0, "POST");
     assert_eq!(writes[1].1, "/api/v1/applications/web/sync");
     let infos = &writes[1].2["infos"];
-    assert!(infos.as_array().is_some_and(|i| i.contains(&json!({"name": "cdevents.chainId", "value": chain}))), "{infos}");
+    assert!(
+        infos
+            .as_array()
+            .is_some_and(|i| i.contains(&json!({"name": "cdevents.chainId", "value": chain}))),
+        "{infos}"
+    );
 
     let decisions = w.wait_decisions(1).await;
     assert_eq!(decisions[0]["outcome"], "acted", "{decisions:?}");
@@ -336,7 +408,10 @@ async fn artifact_packaged_updates_the_image_syncs_and_the_upgrade_joins_the_cha
 
     // The same event again: acknowledged, never acted on twice.
     let (status, body) = w.python("structured", &ev, &["--token", CI_TOKEN]);
-    assert_eq!((status, body), (202, json!({"accepted": 0, "duplicates": 1})));
+    assert_eq!(
+        (status, body),
+        (202, json!({"accepted": 0, "duplicates": 1}))
+    );
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert_eq!(w.writes().len(), 2);
     assert_eq!(w.decisions().len(), 1);
@@ -345,7 +420,13 @@ async fn artifact_packaged_updates_the_image_syncs_and_the_upgrade_joins_the_cha
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn incident_suspends_auto_sync_rolls_back_and_the_rollback_joins_the_chain() {
     let w = world(
-        vec![app("shop", &["ghcr.io/acme/shop:2.0.0"], &[(1, "v1"), (2, "v2")], true, "Degraded")],
+        vec![app(
+            "shop",
+            &["ghcr.io/acme/shop:2.0.0"],
+            &[(1, "v1"), (2, "v2")],
+            true,
+            "Degraded",
+        )],
         POLICIES,
     )
     .await;
@@ -355,24 +436,44 @@ async fn incident_suspends_auto_sync_rolls_back_and_the_rollback_joins_the_chain
         v["subject"]["content"]["service"]["id"] = json!("argocd/shop");
     });
     // HMAC-signed, structured mode, through the Python SDK.
-    let (status, body) = w.python("structured", &incident, &["--hmac-client", "monitoring", "--hmac-secret", MON_SECRET]);
+    let (status, body) = w.python(
+        "structured",
+        &incident,
+        &["--hmac-client", "monitoring", "--hmac-secret", MON_SECRET],
+    );
     assert_eq!(status, 202, "{body}");
 
     let rolled = w
-        .emitted("service.rolledback of argocd/shop", |r| r.ty.starts_with("dev.cdevents.service.rolledback"))
+        .emitted("service.rolledback of argocd/shop", |r| {
+            r.ty.starts_with("dev.cdevents.service.rolledback")
+        })
         .await;
     valid(&rolled);
     let (chain, trigger) = chain_and_trigger(&rolled);
-    assert_eq!(chain, incident["context"]["chainId"].as_str().unwrap_or("?"));
+    assert_eq!(
+        chain,
+        incident["context"]["chainId"].as_str().unwrap_or("?")
+    );
     assert_eq!(trigger, incident["context"]["id"].as_str().unwrap_or("?"));
 
     let writes = w.writes();
     assert_eq!(writes.len(), 2, "{writes:?}");
-    assert_eq!(writes[0].2["patch"], json!(r#"{"spec":{"syncPolicy":{"automated":{"enabled":false}}}}"#));
-    assert_eq!(writes[1].2["revision"], json!(fake_sha("https://github.com/acme/shop.git", "v1")));
+    assert_eq!(
+        writes[0].2["patch"],
+        json!(r#"{"spec":{"syncPolicy":{"automated":{"enabled":false}}}}"#)
+    );
+    assert_eq!(
+        writes[1].2["revision"],
+        json!(fake_sha("https://github.com/acme/shop.git", "v1"))
+    );
     let d = w.wait_decisions(1).await;
     assert_eq!(d[0]["outcome"], "acted");
-    assert!(d[0]["reason"].as_str().is_some_and(|r| r.contains("auto-sync disabled first")), "{d:?}");
+    assert!(
+        d[0]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("auto-sync disabled first")),
+        "{d:?}"
+    );
 
     // A second incident within the cooldown is skipped and says why.
     let again = cdevent("incident_detected", |v| {
@@ -381,11 +482,20 @@ async fn incident_suspends_auto_sync_rolls_back_and_the_rollback_joins_the_chain
         v["subject"]["content"]["service"]["id"] = json!("argocd/shop");
     });
     w.fake.set_health("argocd", "shop", "Degraded");
-    let (status, _) = w.python("binary", &again, &["--hmac-client", "monitoring", "--hmac-secret", MON_SECRET]);
+    let (status, _) = w.python(
+        "binary",
+        &again,
+        &["--hmac-client", "monitoring", "--hmac-secret", MON_SECRET],
+    );
     assert_eq!(status, 202);
     let d = w.wait_decisions(2).await;
     assert_eq!(d[0]["outcome"], "skipped", "{d:?}");
-    assert!(d[0]["reason"].as_str().is_some_and(|r| r.starts_with("cooldown")), "{d:?}");
+    assert!(
+        d[0]["reason"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("cooldown")),
+        "{d:?}"
+    );
     assert_eq!(w.writes().len(), 2);
 }
 
@@ -403,17 +513,29 @@ async fn change_created_makes_a_preview_environment_and_change_merged_deletes_it
 
     let env = w
         .emitted("environment.created for the preview", |r| {
-            r.ty.starts_with("dev.cdevents.environment.created") && r.body["subject"]["id"].as_str().is_some_and(|s| s.ends_with("/pr-42"))
+            r.ty.starts_with("dev.cdevents.environment.created")
+                && r.body["subject"]["id"]
+                    .as_str()
+                    .is_some_and(|s| s.ends_with("/pr-42"))
         })
         .await;
     valid(&env);
     let (chain, trigger) = chain_and_trigger(&env);
     assert_eq!(chain, created["context"]["chainId"].as_str().unwrap_or("?"));
     assert_eq!(trigger, created["context"]["id"].as_str().unwrap_or("?"));
-    let preview = w.fake.app("argocd", "pr-42").unwrap_or_else(|| panic!("no preview app"));
-    assert_eq!(preview["metadata"]["labels"]["app.kubernetes.io/managed-by"], "argocd-cdevents");
+    let preview = w
+        .fake
+        .app("argocd", "pr-42")
+        .unwrap_or_else(|| panic!("no preview app"));
+    assert_eq!(
+        preview["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+        "argocd-cdevents"
+    );
     assert_eq!(preview["spec"]["destination"]["namespace"], "pr-42");
-    assert_eq!(preview["spec"]["source"]["targetRevision"], "refs/pull/42/head");
+    assert_eq!(
+        preview["spec"]["source"]["targetRevision"],
+        "refs/pull/42/head"
+    );
     assert!(preview["metadata"]["annotations"]["cdevents.dev/expires-at"].is_string());
 
     // change.merged in a batch (curl), with an artifact event for no app: all-or-nothing
@@ -427,21 +549,35 @@ async fn change_created_makes_a_preview_environment_and_change_merged_deletes_it
             "type": e["context"]["type"], "datacontenttype": "application/json", "data": e})
     };
     let other = artifact_packaged("9.9.9");
-    let (status, body) = w.curl("application/cloudevents-batch+json", &json!([ce(&merged), ce(&other)]));
-    assert_eq!((status, body), (202, json!({"accepted": 2, "duplicates": 0})));
+    let (status, body) = w.curl(
+        "application/cloudevents-batch+json",
+        &json!([ce(&merged), ce(&other)]),
+    );
+    assert_eq!(
+        (status, body),
+        (202, json!({"accepted": 2, "duplicates": 0}))
+    );
     for _ in 0..100 {
         if w.fake.app("argocd", "pr-42").is_none() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(w.fake.app("argocd", "pr-42").is_none(), "preview not deleted:\n{}", w.gw.log_text());
+    assert!(
+        w.fake.app("argocd", "pr-42").is_none(),
+        "preview not deleted:\n{}",
+        w.gw.log_text()
+    );
     let deletions = w.fake.deletions();
     assert_eq!(deletions.len(), 1);
     assert_eq!(deletions[0].app, "argocd/pr-42");
     assert!(deletions[0].cascade);
     let d = w.wait_decisions(3).await;
-    let outcome = |p: &str| d.iter().find(|x| x["policy"] == p).map(|x| x["outcome"].clone());
+    let outcome = |p: &str| {
+        d.iter()
+            .find(|x| x["policy"] == p)
+            .map(|x| x["outcome"].clone())
+    };
     assert_eq!(outcome("preview-create"), Some(json!("acted")));
     assert_eq!(outcome("preview-delete"), Some(json!("acted")));
     // The artifact event found no app with the web label: a recorded skip.
@@ -451,14 +587,18 @@ async fn change_created_makes_a_preview_environment_and_change_merged_deletes_it
 /// HMAC headers as the security doc describes them.
 fn signed(client: &str, secret: &str, ts: i64, body: &[u8]) -> Vec<(String, String)> {
     use hmac::Mac;
-    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap_or_else(|e| panic!("{e}"));
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes())
+        .unwrap_or_else(|e| panic!("{e}"));
     mac.update(ts.to_string().as_bytes());
     mac.update(b".");
     mac.update(body);
     vec![
         ("X-CDEvents-Client".into(), client.into()),
         ("X-CDEvents-Timestamp".into(), ts.to_string()),
-        ("X-CDEvents-Signature".into(), format!("sha256={}", hex::encode(mac.finalize().into_bytes()))),
+        (
+            "X-CDEvents-Signature".into(),
+            format!("sha256={}", hex::encode(mac.finalize().into_bytes())),
+        ),
     ]
 }
 
@@ -472,11 +612,20 @@ struct Row {
     says: &'static str,
 }
 
-fn row(name: &'static str, headers: &[(&str, &str)], body: Vec<u8>, status: u16, says: &'static str) -> Row {
+fn row(
+    name: &'static str,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+    status: u16,
+    says: &'static str,
+) -> Row {
     Row {
         name,
         method: "POST",
-        headers: headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        headers: headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
         body,
         status,
         says,
@@ -492,8 +641,20 @@ fn structured(e: &Value) -> Value {
 async fn hostile_and_malformed_requests_get_the_right_answer_and_nothing_is_acted_on() {
     let w = world(
         vec![
-            app("web", &["ghcr.io/acme/web:1.0.0"], &[(1, "main")], false, "Healthy"),
-            app("shop", &["ghcr.io/acme/shop:2.0.0"], &[(1, "v1"), (2, "v2")], true, "Degraded"),
+            app(
+                "web",
+                &["ghcr.io/acme/web:1.0.0"],
+                &[(1, "main")],
+                false,
+                "Healthy",
+            ),
+            app(
+                "shop",
+                &["ghcr.io/acme/shop:2.0.0"],
+                &[(1, "v1"), (2, "v2")],
+                true,
+                "Degraded",
+            ),
         ],
         POLICIES,
     )
@@ -501,7 +662,12 @@ async fn hostile_and_malformed_requests_get_the_right_answer_and_nothing_is_acte
     let now = chrono::Utc::now().timestamp();
     let bearer = format!("Bearer {CI_TOKEN}");
     let any = format!("Bearer {ANY_TOKEN}");
-    let ci = |ct: &'static str| -> Vec<(&'static str, String)> { vec![("Content-Type", ct.to_string()), ("Authorization", format!("Bearer {CI_TOKEN}"))] };
+    let ci = |ct: &'static str| -> Vec<(&'static str, String)> {
+        vec![
+            ("Content-Type", ct.to_string()),
+            ("Authorization", format!("Bearer {CI_TOKEN}")),
+        ]
+    };
     let _ = ci;
     let art = artifact_packaged("2.0.0");
     let art_bytes = art.to_string().into_bytes();
@@ -519,11 +685,19 @@ async fn hostile_and_malformed_requests_get_the_right_answer_and_nothing_is_acte
     let batch_ct = ("Content-Type", "application/cloudevents-batch+json");
     let auth = ("Authorization", bearer.as_str());
     let any_auth = ("Authorization", any.as_str());
-    let hmac_rows = |name: &'static str, h: Vec<(String, String)>, body: &[u8], says: &'static str| {
-        let mut headers = vec![("Content-Type".to_string(), "application/json".to_string())];
-        headers.extend(h);
-        Row { name, method: "POST", headers, body: body.to_vec(), status: 401, says }
-    };
+    let hmac_rows =
+        |name: &'static str, h: Vec<(String, String)>, body: &[u8], says: &'static str| {
+            let mut headers = vec![("Content-Type".to_string(), "application/json".to_string())];
+            headers.extend(h);
+            Row {
+                name,
+                method: "POST",
+                headers,
+                body: body.to_vec(),
+                status: 401,
+                says,
+            }
+        };
     let edit = |f: &dyn Fn(&mut Value)| {
         let mut v = art.clone();
         v["context"]["id"] = json!(uuid::Uuid::new_v4().to_string());
@@ -532,102 +706,511 @@ async fn hostile_and_malformed_requests_get_the_right_answer_and_nothing_is_acte
     };
     let mut rows = vec![
         // Authentication.
-        row("no credentials", &[json_ct], art_bytes.clone(), 401, "credentials required"),
-        row("basic auth", &[json_ct, ("Authorization", "Basic Y2k6Y2k=")], art_bytes.clone(), 401, "not a Bearer token"),
-        row("wrong bearer token", &[json_ct, ("Authorization", "Bearer nope-nope-nope-nope")], art_bytes.clone(), 401, "invalid bearer token"),
-        row("empty bearer token", &[json_ct, ("Authorization", "Bearer ")], art_bytes.clone(), 401, "empty bearer token"),
-        row("token of another client with a suffix", &[json_ct, ("Authorization", "Bearer ci-token-0123456789abcdefX")], art_bytes.clone(), 401, "invalid bearer token"),
-        hmac_rows("hmac with the wrong secret", signed("monitoring", "not-the-secret-at-all-0000", now, &inc_bytes), &inc_bytes, "signature does not match"),
-        hmac_rows("hmac expired timestamp", signed("monitoring", MON_SECRET, now - 3600, &inc_bytes), &inc_bytes, "replay window"),
-        hmac_rows("hmac timestamp in the future", signed("monitoring", MON_SECRET, now + 3600, &inc_bytes), &inc_bytes, "replay window"),
-        hmac_rows("hmac over another body", signed("monitoring", MON_SECRET, now, b"{}"), &inc_bytes, "signature does not match"),
-        hmac_rows("hmac unknown client", signed("nobody", MON_SECRET, now, &inc_bytes), &inc_bytes, "must name a client"),
-        hmac_rows("hmac naming a bearer client", signed("ci", MON_SECRET, now, &inc_bytes), &inc_bytes, "must name a client"),
-        hmac_rows("hmac timestamp missing", signed("monitoring", MON_SECRET, now, &inc_bytes).into_iter().filter(|(k, _)| k != "X-CDEvents-Timestamp").collect(), &inc_bytes, "X-CDEvents-Timestamp is missing"),
-        hmac_rows("hmac timestamp not a number", signed("monitoring", MON_SECRET, now, &inc_bytes).into_iter().map(|(k, v)| if k == "X-CDEvents-Timestamp" { (k, "yesterday".into()) } else { (k, v) }).collect(), &inc_bytes, "not Unix seconds"),
-        hmac_rows("hmac signature not hex", signed("monitoring", MON_SECRET, now, &inc_bytes).into_iter().map(|(k, v)| if k == "X-CDEvents-Signature" { (k, "sha256=zz".into()) } else { (k, v) }).collect(), &inc_bytes, "not hex"),
-        hmac_rows("hmac signature without algorithm", signed("monitoring", MON_SECRET, now, &inc_bytes).into_iter().map(|(k, v)| if k == "X-CDEvents-Signature" { (k, v.replace("sha256=", "")) } else { (k, v) }).collect(), &inc_bytes, "sha256=<hex>"),
+        row(
+            "no credentials",
+            &[json_ct],
+            art_bytes.clone(),
+            401,
+            "credentials required",
+        ),
+        row(
+            "basic auth",
+            &[json_ct, ("Authorization", "Basic Y2k6Y2k=")],
+            art_bytes.clone(),
+            401,
+            "not a Bearer token",
+        ),
+        row(
+            "wrong bearer token",
+            &[json_ct, ("Authorization", "Bearer nope-nope-nope-nope")],
+            art_bytes.clone(),
+            401,
+            "invalid bearer token",
+        ),
+        row(
+            "empty bearer token",
+            &[json_ct, ("Authorization", "Bearer ")],
+            art_bytes.clone(),
+            401,
+            "empty bearer token",
+        ),
+        row(
+            "token of another client with a suffix",
+            &[
+                json_ct,
+                ("Authorization", "Bearer ci-token-0123456789abcdefX"),
+            ],
+            art_bytes.clone(),
+            401,
+            "invalid bearer token",
+        ),
+        hmac_rows(
+            "hmac with the wrong secret",
+            signed("monitoring", "not-the-secret-at-all-0000", now, &inc_bytes),
+            &inc_bytes,
+            "signature does not match",
+        ),
+        hmac_rows(
+            "hmac expired timestamp",
+            signed("monitoring", MON_SECRET, now - 3600, &inc_bytes),
+            &inc_bytes,
+            "replay window",
+        ),
+        hmac_rows(
+            "hmac timestamp in the future",
+            signed("monitoring", MON_SECRET, now + 3600, &inc_bytes),
+            &inc_bytes,
+            "replay window",
+        ),
+        hmac_rows(
+            "hmac over another body",
+            signed("monitoring", MON_SECRET, now, b"{}"),
+            &inc_bytes,
+            "signature does not match",
+        ),
+        hmac_rows(
+            "hmac unknown client",
+            signed("nobody", MON_SECRET, now, &inc_bytes),
+            &inc_bytes,
+            "must name a client",
+        ),
+        hmac_rows(
+            "hmac naming a bearer client",
+            signed("ci", MON_SECRET, now, &inc_bytes),
+            &inc_bytes,
+            "must name a client",
+        ),
+        hmac_rows(
+            "hmac timestamp missing",
+            signed("monitoring", MON_SECRET, now, &inc_bytes)
+                .into_iter()
+                .filter(|(k, _)| k != "X-CDEvents-Timestamp")
+                .collect(),
+            &inc_bytes,
+            "X-CDEvents-Timestamp is missing",
+        ),
+        hmac_rows(
+            "hmac timestamp not a number",
+            signed("monitoring", MON_SECRET, now, &inc_bytes)
+                .into_iter()
+                .map(|(k, v)| {
+                    if k == "X-CDEvents-Timestamp" {
+                        (k, "yesterday".into())
+                    } else {
+                        (k, v)
+                    }
+                })
+                .collect(),
+            &inc_bytes,
+            "not Unix seconds",
+        ),
+        hmac_rows(
+            "hmac signature not hex",
+            signed("monitoring", MON_SECRET, now, &inc_bytes)
+                .into_iter()
+                .map(|(k, v)| {
+                    if k == "X-CDEvents-Signature" {
+                        (k, "sha256=zz".into())
+                    } else {
+                        (k, v)
+                    }
+                })
+                .collect(),
+            &inc_bytes,
+            "not hex",
+        ),
+        hmac_rows(
+            "hmac signature without algorithm",
+            signed("monitoring", MON_SECRET, now, &inc_bytes)
+                .into_iter()
+                .map(|(k, v)| {
+                    if k == "X-CDEvents-Signature" {
+                        (k, v.replace("sha256=", ""))
+                    } else {
+                        (k, v)
+                    }
+                })
+                .collect(),
+            &inc_bytes,
+            "sha256=<hex>",
+        ),
         // Scopes.
-        row("ci token reporting an incident", &[json_ct, auth], incident("argocd/shop", "production").to_string().into_bytes(), 403, "may not send events with source"),
-        row("ci token, own source, incident type", &[json_ct, auth], edit(&|v| { v["context"]["type"] = json!("dev.cdevents.incident.detected.0.3.0"); }), 403, "may not send events of type"),
-        row("monitoring hmac sending an artifact", &[], Vec::new(), 403, "may not send events"),
-        row("batch with one event out of scope", &[batch_ct, auth], json!([structured(&art), structured(&incident("argocd/shop", "production"))]).to_string().into_bytes(), 403, "may not send events with source"),
+        row(
+            "ci token reporting an incident",
+            &[json_ct, auth],
+            incident("argocd/shop", "production")
+                .to_string()
+                .into_bytes(),
+            403,
+            "may not send events with source",
+        ),
+        row(
+            "ci token, own source, incident type",
+            &[json_ct, auth],
+            edit(&|v| {
+                v["context"]["type"] = json!("dev.cdevents.incident.detected.0.3.0");
+            }),
+            403,
+            "may not send events of type",
+        ),
+        row(
+            "monitoring hmac sending an artifact",
+            &[],
+            Vec::new(),
+            403,
+            "may not send events",
+        ),
+        row(
+            "batch with one event out of scope",
+            &[batch_ct, auth],
+            json!([
+                structured(&art),
+                structured(&incident("argocd/shop", "production"))
+            ])
+            .to_string()
+            .into_bytes(),
+            403,
+            "may not send events with source",
+        ),
         // Media types and framing.
-        row("text/plain", &[("Content-Type", "text/plain"), auth], art_bytes.clone(), 415, "not accepted"),
-        row("no content type", &[auth], art_bytes.clone(), 415, "no Content-Type"),
-        row("application/xml", &[("Content-Type", "application/xml"), auth], b"<event/>".to_vec(), 415, "not accepted"),
-        row("oversize body", &[json_ct, auth], vec![b' '; 2 * 1024 * 1024], 413, "over the limit"),
-        row("json that is not JSON", &[json_ct, auth], b"{not json".to_vec(), 400, "body is not JSON"),
-        row("json without a context", &[json_ct, auth], b"{\"hello\": 1}".to_vec(), 400, "must be a CDEvent"),
-        row("bare CDEvent without context.id", &[json_ct, auth], edit(&|v| { v["context"].as_object_mut().map(|c| c.remove("id")); }), 400, "context.id"),
-        row("structured, not JSON", &[ce_ct, auth], b"][".to_vec(), 400, "invalid structured CloudEvent"),
-        row("structured without id", &[ce_ct, auth], { let mut s = structured(&art); s.as_object_mut().map(|o| o.remove("id")); s.to_string().into_bytes() }, 400, "invalid structured CloudEvent"),
-        row("structured with specversion 0.1", &[ce_ct, auth], { let mut s = structured(&art); s["specversion"] = json!("0.1"); s.to_string().into_bytes() }, 400, "invalid structured CloudEvent"),
-        row("batch that is not an array", &[batch_ct, auth], structured(&art).to_string().into_bytes(), 400, "not a JSON array"),
-        row("empty batch", &[batch_ct, auth], b"[]".to_vec(), 400, "batch is empty"),
-        row("batch with a broken element", &[batch_ct, auth], json!([structured(&art), {"specversion": "1.0"}]).to_string().into_bytes(), 400, "batch[1]"),
+        row(
+            "text/plain",
+            &[("Content-Type", "text/plain"), auth],
+            art_bytes.clone(),
+            415,
+            "not accepted",
+        ),
+        row(
+            "no content type",
+            &[auth],
+            art_bytes.clone(),
+            415,
+            "no Content-Type",
+        ),
+        row(
+            "application/xml",
+            &[("Content-Type", "application/xml"), auth],
+            b"<event/>".to_vec(),
+            415,
+            "not accepted",
+        ),
+        row(
+            "oversize body",
+            &[json_ct, auth],
+            vec![b' '; 2 * 1024 * 1024],
+            413,
+            "over the limit",
+        ),
+        row(
+            "json that is not JSON",
+            &[json_ct, auth],
+            b"{not json".to_vec(),
+            400,
+            "body is not JSON",
+        ),
+        row(
+            "json without a context",
+            &[json_ct, auth],
+            b"{\"hello\": 1}".to_vec(),
+            400,
+            "must be a CDEvent",
+        ),
+        row(
+            "bare CDEvent without context.id",
+            &[json_ct, auth],
+            edit(&|v| {
+                v["context"].as_object_mut().map(|c| c.remove("id"));
+            }),
+            400,
+            "context.id",
+        ),
+        row(
+            "structured, not JSON",
+            &[ce_ct, auth],
+            b"][".to_vec(),
+            400,
+            "invalid structured CloudEvent",
+        ),
+        row(
+            "structured without id",
+            &[ce_ct, auth],
+            {
+                let mut s = structured(&art);
+                s.as_object_mut().map(|o| o.remove("id"));
+                s.to_string().into_bytes()
+            },
+            400,
+            "invalid structured CloudEvent",
+        ),
+        row(
+            "structured with specversion 0.1",
+            &[ce_ct, auth],
+            {
+                let mut s = structured(&art);
+                s["specversion"] = json!("0.1");
+                s.to_string().into_bytes()
+            },
+            400,
+            "invalid structured CloudEvent",
+        ),
+        row(
+            "batch that is not an array",
+            &[batch_ct, auth],
+            structured(&art).to_string().into_bytes(),
+            400,
+            "not a JSON array",
+        ),
+        row(
+            "empty batch",
+            &[batch_ct, auth],
+            b"[]".to_vec(),
+            400,
+            "batch is empty",
+        ),
+        row(
+            "batch with a broken element",
+            &[batch_ct, auth],
+            json!([structured(&art), {"specversion": "1.0"}])
+                .to_string()
+                .into_bytes(),
+            400,
+            "batch[1]",
+        ),
         // CDEvents schema and consistency.
-        row("context.id is a number", &[json_ct, auth], edit(&|v| { v["context"]["id"] = json!(7); }), 400, "context.id"),
-        row("subject missing", &[json_ct, auth], edit(&|v| { v.as_object_mut().map(|o| o.remove("subject")); }), 400, "CDEvent is invalid"),
-        row("unknown spec version", &[json_ct, auth], edit(&|v| { v["context"]["specversion"] = json!("9.9.9"); }), 400, "not a supported CDEvents version"),
-        row("unknown CDEvents type", &[json_ct, any_auth], edit(&|v| { v["context"]["type"] = json!("dev.cdevents.artifact.exploded.0.1.0"); }), 400, "is not a CDEvents 0.5.1 event type"),
-        row("extra field in context", &[json_ct, auth], edit(&|v| { v["context"]["evil"] = json!(true); }), 400, "CDEvent is invalid"),
-        row("timestamp not a date-time", &[json_ct, auth], edit(&|v| { v["context"]["timestamp"] = json!("yesterday"); }), 400, "CDEvent is invalid"),
-        row("ce type differs from context.type", &[ce_ct, any_auth], { let mut s = structured(&art); s["type"] = json!("dev.cdevents.artifact.published.0.3.0"); s.to_string().into_bytes() }, 400, "differs from the CDEvent's context.type"),
-        row("ce id differs from context.id", &[ce_ct, auth], { let mut s = structured(&art); s["id"] = json!("other-id"); s.to_string().into_bytes() }, 400, "differs from the CDEvent's context.id"),
-        row("binary mode without ce-id", &[("ce-specversion", "1.0"), ("ce-type", "dev.cdevents.artifact.packaged.0.3.0"), ("ce-source", "/ci/x"), json_ct, auth], art_bytes.clone(), 400, "invalid binary-mode CloudEvent"),
-        row("binary mode, CDEvent type, data not an object", &[("ce-specversion", "1.0"), ("ce-id", "b1"), ("ce-type", "dev.cdevents.artifact.packaged.0.3.0"), ("ce-source", "/ci/x"), json_ct, auth], b"\"just a string\"".to_vec(), 400, "not a CDEvent JSON object"),
-        row("a CloudEvent no policy asks for", &[("ce-specversion", "1.0"), ("ce-id", "x1"), ("ce-type", "com.example.unrelated"), ("ce-source", "/x"), json_ct, any_auth], b"{}".to_vec(), 400, "no policy asks for it"),
+        row(
+            "context.id is a number",
+            &[json_ct, auth],
+            edit(&|v| {
+                v["context"]["id"] = json!(7);
+            }),
+            400,
+            "context.id",
+        ),
+        row(
+            "subject missing",
+            &[json_ct, auth],
+            edit(&|v| {
+                v.as_object_mut().map(|o| o.remove("subject"));
+            }),
+            400,
+            "CDEvent is invalid",
+        ),
+        row(
+            "unknown spec version",
+            &[json_ct, auth],
+            edit(&|v| {
+                v["context"]["specversion"] = json!("9.9.9");
+            }),
+            400,
+            "not a supported CDEvents version",
+        ),
+        row(
+            "unknown CDEvents type",
+            &[json_ct, any_auth],
+            edit(&|v| {
+                v["context"]["type"] = json!("dev.cdevents.artifact.exploded.0.1.0");
+            }),
+            400,
+            "is not a CDEvents 0.5.1 event type",
+        ),
+        row(
+            "extra field in context",
+            &[json_ct, auth],
+            edit(&|v| {
+                v["context"]["evil"] = json!(true);
+            }),
+            400,
+            "CDEvent is invalid",
+        ),
+        row(
+            "timestamp not a date-time",
+            &[json_ct, auth],
+            edit(&|v| {
+                v["context"]["timestamp"] = json!("yesterday");
+            }),
+            400,
+            "CDEvent is invalid",
+        ),
+        row(
+            "ce type differs from context.type",
+            &[ce_ct, any_auth],
+            {
+                let mut s = structured(&art);
+                s["type"] = json!("dev.cdevents.artifact.published.0.3.0");
+                s.to_string().into_bytes()
+            },
+            400,
+            "differs from the CDEvent's context.type",
+        ),
+        row(
+            "ce id differs from context.id",
+            &[ce_ct, auth],
+            {
+                let mut s = structured(&art);
+                s["id"] = json!("other-id");
+                s.to_string().into_bytes()
+            },
+            400,
+            "differs from the CDEvent's context.id",
+        ),
+        row(
+            "binary mode without ce-id",
+            &[
+                ("ce-specversion", "1.0"),
+                ("ce-type", "dev.cdevents.artifact.packaged.0.3.0"),
+                ("ce-source", "/ci/x"),
+                json_ct,
+                auth,
+            ],
+            art_bytes.clone(),
+            400,
+            "invalid binary-mode CloudEvent",
+        ),
+        row(
+            "binary mode, CDEvent type, data not an object",
+            &[
+                ("ce-specversion", "1.0"),
+                ("ce-id", "b1"),
+                ("ce-type", "dev.cdevents.artifact.packaged.0.3.0"),
+                ("ce-source", "/ci/x"),
+                json_ct,
+                auth,
+            ],
+            b"\"just a string\"".to_vec(),
+            400,
+            "not a CDEvent JSON object",
+        ),
+        row(
+            "a CloudEvent no policy asks for",
+            &[
+                ("ce-specversion", "1.0"),
+                ("ce-id", "x1"),
+                ("ce-type", "com.example.unrelated"),
+                ("ce-source", "/x"),
+                json_ct,
+                any_auth,
+            ],
+            b"{}".to_vec(),
+            400,
+            "no policy asks for it",
+        ),
     ];
     // The monitoring client (HMAC) sending an artifact event: in scope of nothing.
     let art_sig = signed("monitoring", MON_SECRET, now, &art_bytes);
-    if let Some(r) = rows.iter_mut().find(|r| r.name == "monitoring hmac sending an artifact") {
+    if let Some(r) = rows
+        .iter_mut()
+        .find(|r| r.name == "monitoring hmac sending an artifact")
+    {
         r.headers = vec![("Content-Type".into(), "application/json".into())];
         r.headers.extend(art_sig);
         r.body = art_bytes.clone();
     }
     // Accepted, then refused by the matcher: names that try to escape, CEL-breaking values.
     let escapes = [
-        ("service id escaping upwards", incident("../kube-system/coredns", "production")),
-        ("service id in another namespace", incident("kube-system/coredns", "production")),
-        ("service id with two slashes", incident("argocd/shop/extra", "production")),
-        ("service id with upper case", incident("argocd/SHOP", "production")),
-        ("service id too long", incident(&"a".repeat(300), "production")),
+        (
+            "service id escaping upwards",
+            incident("../kube-system/coredns", "production"),
+        ),
+        (
+            "service id in another namespace",
+            incident("kube-system/coredns", "production"),
+        ),
+        (
+            "service id with two slashes",
+            incident("argocd/shop/extra", "production"),
+        ),
+        (
+            "service id with upper case",
+            incident("argocd/SHOP", "production"),
+        ),
+        (
+            "service id too long",
+            incident(&"a".repeat(300), "production"),
+        ),
     ];
     let mut accepted_rows = Vec::new();
     for (name, ev) in escapes {
         let body = ev.to_string().into_bytes();
         let mut headers = vec![("Content-Type".to_string(), "application/json".to_string())];
         headers.extend(signed("monitoring", MON_SECRET, now, &body));
-        accepted_rows.push(Row { name, method: "POST", headers, body, status: 202, says: "" });
+        accepted_rows.push(Row {
+            name,
+            method: "POST",
+            headers,
+            body,
+            status: 202,
+            says: "",
+        });
     }
-    for (name, id) in [("preview name with a shell", "42; rm -rf /"), ("preview name escaping", "../../kube-system"), ("preview name with a slash", "a/b")] {
+    for (name, id) in [
+        ("preview name with a shell", "42; rm -rf /"),
+        ("preview name escaping", "../../kube-system"),
+        ("preview name with a slash", "a/b"),
+    ] {
         let ev = cdevent("change_created", |v| {
             v["context"]["source"] = json!("/scm/github/acme/shop");
             v["subject"]["id"] = json!(id);
         });
-        accepted_rows.push(row(name, &[json_ct, auth], ev.to_string().into_bytes(), 202, ""));
+        accepted_rows.push(row(
+            name,
+            &[json_ct, auth],
+            ev.to_string().into_bytes(),
+            202,
+            "",
+        ));
     }
     let escaping = accepted_rows.len();
     rows.extend(accepted_rows);
-    rows.push(Row { name: "handshake", method: "OPTIONS", headers: vec![("WebHook-Request-Origin".into(), "eventgrid.example".into())], body: Vec::new(), status: 200, says: "eventgrid.example" });
-    rows.push(Row { name: "GET is not a method of the intake", method: "GET", headers: vec![auth_pair(&bearer)], body: Vec::new(), status: 405, says: "" });
+    rows.push(Row {
+        name: "handshake",
+        method: "OPTIONS",
+        headers: vec![("WebHook-Request-Origin".into(), "eventgrid.example".into())],
+        body: Vec::new(),
+        status: 200,
+        says: "eventgrid.example",
+    });
+    rows.push(Row {
+        name: "GET is not a method of the intake",
+        method: "GET",
+        headers: vec![auth_pair(&bearer)],
+        body: Vec::new(),
+        status: 405,
+        says: "",
+    });
     assert!(rows.len() >= 40, "{} rows", rows.len());
 
     let http = reqwest::Client::new();
     let mut failures = Vec::new();
     for r in &rows {
-        let mut req = http.request(reqwest::Method::from_bytes(r.method.as_bytes()).unwrap_or(reqwest::Method::POST), format!("{}/events", w.url));
+        let mut req = http.request(
+            reqwest::Method::from_bytes(r.method.as_bytes()).unwrap_or(reqwest::Method::POST),
+            format!("{}/events", w.url),
+        );
         for (k, v) in &r.headers {
             req = req.header(k, v);
         }
-        let resp = req.body(r.body.clone()).send().await.unwrap_or_else(|e| panic!("{}: {e}", r.name));
+        let resp = req
+            .body(r.body.clone())
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{}: {e}", r.name));
         let status = resp.status().as_u16();
-        let allowed_origin = resp.headers().get("webhook-allowed-origin").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+        let allowed_origin = resp
+            .headers()
+            .get("webhook-allowed-origin")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
         let text = resp.text().await.unwrap_or_default();
-        let message = serde_json::from_str::<Value>(&text).ok().and_then(|v| v["error"].as_str().map(str::to_string)).unwrap_or(allowed_origin);
+        let message = serde_json::from_str::<Value>(&text)
+            .ok()
+            .and_then(|v| v["error"].as_str().map(str::to_string))
+            .unwrap_or(allowed_origin);
         if status != r.status || !message.contains(r.says) {
-            failures.push(format!("{}: got {status} {message:?}, want {} containing {:?}", r.name, r.status, r.says));
+            failures.push(format!(
+                "{}: got {status} {message:?}, want {} containing {:?}",
+                r.name, r.status, r.says
+            ));
         }
     }
     // A replayed HMAC request (same signature twice) is refused the second time.
@@ -635,16 +1218,32 @@ async fn hostile_and_malformed_requests_get_the_right_answer_and_nothing_is_acte
     let headers = signed("monitoring", MON_SECRET, now, &body);
     let mut statuses = Vec::new();
     for _ in 0..2 {
-        let mut req = http.post(format!("{}/events", w.url)).header("Content-Type", "application/json");
+        let mut req = http
+            .post(format!("{}/events", w.url))
+            .header("Content-Type", "application/json");
         for (k, v) in &headers {
             req = req.header(k, v);
         }
-        statuses.push(req.body(body.clone()).send().await.map(|r| r.status().as_u16()).unwrap_or(0));
+        statuses.push(
+            req.body(body.clone())
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+                .unwrap_or(0),
+        );
     }
     if statuses != [202, 401] {
-        failures.push(format!("replayed signature: got {statuses:?}, want [202, 401]"));
+        failures.push(format!(
+            "replayed signature: got {statuses:?}, want [202, 401]"
+        ));
     }
-    assert!(failures.is_empty(), "{} of {} rows wrong:\n{}", failures.len(), rows.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} rows wrong:\n{}",
+        failures.len(),
+        rows.len(),
+        failures.join("\n")
+    );
 
     // Nothing was acted on: every decision is a skip naming the problem, no write reached Argo CD.
     let d = w.wait_decisions(escaping).await;
@@ -655,14 +1254,275 @@ async fn hostile_and_malformed_requests_get_the_right_answer_and_nothing_is_acte
     for x in &d2 {
         assert_eq!(x["outcome"], "skipped", "{x}");
         let reason = x["reason"].as_str().unwrap_or_default();
-        assert!(reason.contains("invalid application name") || reason.contains("is not allowed for this policy"), "{reason}");
+        assert!(
+            reason.contains("invalid application name")
+                || reason.contains("is not allowed for this policy"),
+            "{reason}"
+        );
     }
     assert!(w.writes().is_empty(), "{:?}", w.writes());
     // The batch refused for one out-of-scope event committed nothing: its in-scope event is new.
-    let (status, body) = w.curl("application/cloudevents-batch+json", &json!([structured(&art)]));
-    assert_eq!((status, body), (202, json!({"accepted": 1, "duplicates": 0})));
+    let (status, body) = w.curl(
+        "application/cloudevents-batch+json",
+        &json!([structured(&art)]),
+    );
+    assert_eq!(
+        (status, body),
+        (202, json!({"accepted": 1, "duplicates": 0}))
+    );
 }
 
 fn auth_pair(bearer: &str) -> (String, String) {
     ("Authorization".into(), bearer.into())
+}
+
+async fn metrics(url: &str) -> String {
+    reqwest::get(format!("{url}/metrics"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .text()
+        .await
+        .unwrap_or_default()
+}
+
+/// The value of one series in a Prometheus text exposition (0 when absent).
+fn series(text: &str, name_and_labels: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(name_and_labels) && l[name_and_labels.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+const DRY_WEB: &str = r#"
+name: web-image
+on: {types: [dev.cdevents.artifact.packaged]}
+target: {selector: "app.kubernetes.io/name=web"}
+action: {updateImage: {kustomize: {name: ghcr.io/acme/web}}}
+dryRun: true
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dry_run_metrics_and_hot_reload_keep_the_last_good_policies() {
+    let w = world(
+        vec![app(
+            "web",
+            &["ghcr.io/acme/web:1.0.0"],
+            &[(1, "main")],
+            false,
+            "Healthy",
+        )],
+        DRY_WEB,
+    )
+    .await;
+    let (status, _) = w.python(
+        "binary",
+        &artifact_packaged("1.1.0"),
+        &["--token", CI_TOKEN],
+    );
+    assert_eq!(status, 202);
+    let d = w.wait_decisions(1).await;
+    assert_eq!(d[0]["outcome"], "dry-run", "{d:?}");
+    assert!(
+        d[0]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("would updateImage")),
+        "{d:?}"
+    );
+    assert_eq!(d[0]["requests"].as_array().map(Vec::len), Some(2), "{d:?}");
+    assert!(w.writes().is_empty());
+    let (status, _) = w.python(
+        "binary",
+        &artifact_packaged("1.1.1"),
+        &["--token", "wrong-token-wrong-token"],
+    );
+    assert_eq!(status, 401);
+
+    let m = metrics(&w.url).await;
+    assert_eq!(
+        series(
+            &m,
+            r#"argocd_cdevents_events_received_total{type="dev.cdevents.artifact.packaged.0.3.0"}"#
+        ),
+        1.0,
+        "{m}"
+    );
+    assert_eq!(
+        series(
+            &m,
+            r#"argocd_cdevents_events_rejected_total{reason="unauthenticated"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        series(
+            &m,
+            r#"argocd_cdevents_events_rejected_total{reason="forbidden"}"#
+        ),
+        0.0
+    );
+    assert!(
+        m.contains(r#"argocd_cdevents_events_rejected_total{reason="forbidden"} 0"#),
+        "series exist at zero"
+    );
+    assert_eq!(
+        series(
+            &m,
+            r#"argocd_cdevents_decisions_total{outcome="dry-run",action="updateImage"}"#
+        ),
+        1.0
+    );
+    assert!(
+        series(
+            &m,
+            r#"argocd_cdevents_argocd_requests_total{operation="list",result="success"}"#
+        ) >= 1.0
+    );
+    assert!(
+        series(
+            &m,
+            r#"argocd_cdevents_argocd_requests_total{operation="get",result="success"}"#
+        ) >= 1.0
+    );
+    assert!(m.contains("argocd_cdevents_argocd_request_duration_seconds_bucket{"));
+    assert_eq!(series(&m, "argocd_cdevents_policy_reload_success"), 1.0);
+    assert_eq!(series(&m, "argocd_cdevents_policies_loaded"), 1.0);
+
+    // A broken file: reported with path:line:column, the last good set stays active.
+    let pfile = w.dir.path().join("policies/policies.yaml");
+    std::fs::write(
+        &pfile,
+        DRY_WEB.replace("dryRun: true", "dryRun: true\nguard: {cooldown: soon}"),
+    )
+    .unwrap_or_default();
+    let log =
+        w.gw.wait_log("policy reload failed", Duration::from_secs(10))
+            .await;
+    assert!(
+        log.contains("policies.yaml:7:19: guard.cooldown: invalid duration"),
+        "{log}"
+    );
+    let m = metrics(&w.url).await;
+    assert_eq!(series(&m, "argocd_cdevents_policy_reload_success"), 0.0);
+    assert_eq!(
+        series(
+            &m,
+            r#"argocd_cdevents_policy_reloads_total{result="error"}"#
+        ),
+        1.0
+    );
+    let (status, _) = w.python(
+        "binary",
+        &artifact_packaged("1.2.0"),
+        &["--token", CI_TOKEN],
+    );
+    assert_eq!(status, 202);
+    let d = w.wait_decisions(2).await;
+    assert_eq!(
+        d[0]["outcome"], "dry-run",
+        "the old (dry-run) policy still decides: {d:?}"
+    );
+
+    // A good file: picked up, and now it acts.
+    std::fs::write(&pfile, DRY_WEB.replace("dryRun: true", "dryRun: false")).unwrap_or_default();
+    w.gw.wait_log("policies reloaded", Duration::from_secs(10))
+        .await;
+    let (status, _) = w.python(
+        "binary",
+        &artifact_packaged("1.3.0"),
+        &["--token", CI_TOKEN],
+    );
+    assert_eq!(status, 202);
+    let d = w.wait_decisions(3).await;
+    assert_eq!(d[0]["outcome"], "acted", "{d:?}");
+    assert_eq!(w.writes().len(), 2);
+    let m = metrics(&w.url).await;
+    assert_eq!(series(&m, "argocd_cdevents_policy_reload_success"), 1.0);
+    assert!(
+        series(
+            &m,
+            r#"argocd_cdevents_argocd_requests_total{operation="sync",result="success"}"#
+        ) >= 1.0
+    );
+    assert_eq!(
+        series(
+            &m,
+            r#"argocd_cdevents_decisions_total{outcome="acted",action="updateImage"}"#
+        ),
+        1.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bursts_coalesce_into_one_action_on_the_newest_event_and_rate_limits_hold() {
+    let policy = r#"
+name: web-image
+on: {types: [dev.cdevents.artifact.packaged]}
+target: {application: '"web"'}
+action: {updateImage: {kustomize: {name: ghcr.io/acme/web}}}
+guard: {coalesce: 1500ms}
+rateLimit: 1/h
+"#;
+    let w = world(
+        vec![app(
+            "web",
+            &["ghcr.io/acme/web:1.0.0"],
+            &[(1, "main")],
+            false,
+            "Healthy",
+        )],
+        policy,
+    )
+    .await;
+    let burst: Vec<Value> = ["1.1.0", "1.2.0", "1.3.0"]
+        .iter()
+        .map(|t| artifact_packaged(t))
+        .collect();
+    let batch: Vec<Value> = burst.iter().map(structured).collect();
+    let (status, body) = w.curl("application/cloudevents-batch+json", &json!(batch));
+    assert_eq!(
+        (status, body),
+        (202, json!({"accepted": 3, "duplicates": 0}))
+    );
+    let d = w.wait_decisions(3).await;
+    let acted: Vec<&Value> = d.iter().filter(|x| x["outcome"] == "acted").collect();
+    assert_eq!(acted.len(), 1, "{d:#?}");
+    assert_eq!(
+        acted[0]["eventId"], burst[2]["context"]["id"],
+        "acted on the newest"
+    );
+    let coalesced = d
+        .iter()
+        .filter(|x| {
+            x["reason"]
+                .as_str()
+                .is_some_and(|r| r.starts_with("coalesced"))
+        })
+        .count();
+    assert_eq!(coalesced, 2, "{d:#?}");
+    let writes = w.writes();
+    assert_eq!(writes.len(), 2, "one patch and one sync: {writes:?}");
+    let patch: Value =
+        serde_json::from_str(writes[0].2["patch"].as_str().unwrap_or_default()).unwrap_or_default();
+    assert_eq!(
+        patch["spec"]["source"]["kustomize"]["images"],
+        json!(["ghcr.io/acme/web:1.3.0"])
+    );
+
+    // A later event is over the policy's rate for this app.
+    let (status, _) = w.python(
+        "binary",
+        &artifact_packaged("1.4.0"),
+        &["--token", CI_TOKEN],
+    );
+    assert_eq!(status, 202);
+    let d = w.wait_decisions(4).await;
+    assert_eq!(d[0]["outcome"], "skipped", "{d:?}");
+    assert!(
+        d[0]["reason"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("rate limited")),
+        "{d:?}"
+    );
+    assert_eq!(w.writes().len(), 2);
 }
