@@ -1,1 +1,321 @@
-fn main() {}
+//! React-flow benchmarks (not tests): figures on stdout, each next to a baseline measured in
+//! the same run. Nothing is asserted.
+//!   1. Intake throughput: events/s the release binary accepts (bearer auth, CDEvents schema
+//!      validation, durable group commit to SQLite, 202), against a bare axum endpoint that
+//!      answers 202 to the same requests from the same load generator.
+//!   2. Event -> Argo CD request latency at a paced 1,000 events/s: from sending an
+//!      artifact.packaged event to the sync request arriving at a minimal Argo CD stand-in
+//!      (GET answered from memory, POST /sync timestamped), p50/p99; baseline: a bare POST
+//!      from this process to the same stand-in at the same pace.
+//!   3. Matching one event against 10,000 policies (the pure matcher, in process), against
+//!      matching it against one policy.
+//!
+//! Run: `cargo bench --bench react`.
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use argocd_cdevents::react::inbound::Inbound;
+use argocd_cdevents::react::matcher::match_event;
+use argocd_cdevents::react::policy::{PolicySet, parse_file};
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use support::gateway::Gateway;
+
+const TOKEN: &str = "bench-token-0123456789";
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len().saturating_sub(1))]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn artifact(i: usize, app: &str) -> Value {
+    let path = support::schemas::shared().join("cdevents/v0.5.1/examples/artifact_packaged.json");
+    let mut v: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap_or_default())
+        .unwrap_or_default();
+    v["context"]["id"] = json!(format!("bench-{i}-{}", uuid::Uuid::new_v4()));
+    v["context"]["source"] = json!("/ci/bench");
+    v["subject"]["id"] = json!(format!(
+        "pkg:oci/{app}@sha256%3Aabc?repository_url=ghcr.io/acme/{app}&tag=1.{i}"
+    ));
+    v["subject"]["content"]["change"]["id"] = json!(app);
+    v
+}
+
+/// A minimal Argo CD stand-in: every app exists; sync requests are timestamped by trigger id.
+#[derive(Clone, Default)]
+struct Stand {
+    syncs: Arc<Mutex<HashMap<String, Instant>>>,
+}
+
+async fn stand_get(Path(name): Path<String>) -> axum::Json<Value> {
+    axum::Json(
+        json!({"metadata": {"name": name, "namespace": "argocd"}, "spec": {"project": "default",
+        "source": {"repoURL": "https://example/x.git", "targetRevision": "main"}}, "status": {}}),
+    )
+}
+
+async fn stand_sync(
+    State(s): State<Stand>,
+    axum::Json(body): axum::Json<Value>,
+) -> axum::Json<Value> {
+    let trigger = body["infos"]
+        .as_array()
+        .and_then(|i| i.iter().find(|x| x["name"] == "cdevents.triggerId"))
+        .and_then(|x| x["value"].as_str())
+        .unwrap_or("baseline")
+        .to_string();
+    s.syncs
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(trigger, Instant::now());
+    axum::Json(json!({}))
+}
+
+async fn serve(router: Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let url = format!(
+        "http://{}",
+        listener.local_addr().unwrap_or_else(|e| panic!("{e}"))
+    );
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+    url
+}
+
+fn config(dir: &std::path::Path, argocd: &str, policy: &str) -> String {
+    let pdir = dir.join(format!("policies-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&pdir).unwrap_or_default();
+    std::fs::write(pdir.join("p.yaml"), policy).unwrap_or_default();
+    format!(
+        "listen: 127.0.0.1:0\nlog: {{level: warn, format: text}}\nreact:\n  policies: {}\n  clients:\n    - {{name: bench, bearer: {{tokenEnv: BENCH_TOKEN}}, sources: [\"*\"], types: [\"*\"]}}\n  argocd: {{server: \"{argocd}\", tokenEnv: BENCH_TOKEN, rate: 1000000/s}}\n",
+        pdir.display()
+    )
+}
+
+/// Send `bodies` with `concurrency` workers; returns events/s.
+async fn blast(url: &str, bodies: Arc<Vec<String>>, concurrency: usize) -> f64 {
+    let http = reqwest::Client::new();
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let (http, next, bodies, url) =
+            (http.clone(), next.clone(), bodies.clone(), url.to_string());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(body) = bodies.get(i) else { return };
+                let r = http
+                    .post(&url)
+                    .header("Content-Type", "application/json")
+                    .header("Authorization", format!("Bearer {TOKEN}"))
+                    .body(body.clone())
+                    .send()
+                    .await;
+                match r {
+                    Ok(r) if r.status() == StatusCode::ACCEPTED => {}
+                    Ok(r) => panic!("status {}", r.status()),
+                    Err(e) => panic!("{e}"),
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    bodies.len() as f64 / started.elapsed().as_secs_f64()
+}
+
+async fn intake(dir: &std::path::Path) {
+    let n = 20_000;
+    let bodies: Arc<Vec<String>> =
+        Arc::new((0..n).map(|i| artifact(i, "web").to_string()).collect());
+    let bare = serve(Router::new().route("/events", post(|| async { StatusCode::ACCEPTED }))).await;
+    let stand = serve(Router::new()).await;
+    // A policy for another type: events are accepted and matched, nothing acts.
+    let gw = Gateway::start(
+        dir,
+        "intake",
+        &config(
+            dir,
+            &stand,
+            "name: other\non: {types: [dev.cdevents.incident.detected]}\ntarget: {application: '\"x\"'}\naction: {refresh: {}}\n",
+        ),
+        &format!("sqlite://{}/intake.db", dir.display()),
+        &[("BENCH_TOKEN", TOKEN)],
+    );
+    let url = format!("{}/events", gw.base_url().await);
+    let _ = blast(&url, Arc::new(bodies[..500].to_vec()), 8).await; // warm-up
+    let _ = blast(
+        &format!("{bare}/events"),
+        Arc::new(bodies[..500].to_vec()),
+        8,
+    )
+    .await;
+    println!("intake throughput, {n} bare CDEvents, 32 concurrent clients:");
+    let fresh: Arc<Vec<String>> =
+        Arc::new((0..n).map(|i| artifact(i, "web").to_string()).collect());
+    let g = blast(&url, fresh, 32).await;
+    let b = blast(&format!("{bare}/events"), bodies.clone(), 32).await;
+    println!("  gateway (auth + schema + durable commit)  {g:8.0} events/s");
+    println!("  bare axum 202 (baseline)                  {b:8.0} events/s");
+    println!(
+        "  ratio                                     {:8.1} %",
+        100.0 * g / b
+    );
+}
+
+async fn latency(dir: &std::path::Path) {
+    let stand = Stand::default();
+    let argocd = serve(
+        Router::new()
+            .route("/api/v1/applications/{name}", get(stand_get))
+            .route("/api/v1/applications/{name}/sync", post(stand_sync))
+            .with_state(stand.clone()),
+    )
+    .await;
+    let policy = "name: deliver\non: {types: [dev.cdevents.artifact.packaged]}\ntarget: {application: event.subject.content.change.id}\naction: {sync: {}}\n";
+    let gw = Gateway::start(
+        dir,
+        "latency",
+        &config(dir, &argocd, policy),
+        &format!("sqlite://{}/latency.db", dir.display()),
+        &[("BENCH_TOKEN", TOKEN)],
+    );
+    let url = format!("{}/events", gw.base_url().await);
+    let http = reqwest::Client::new();
+    let n = 5_000;
+    // 1,000 events/s, each for its own app (no coalescing, no per-app queueing).
+    let events: Vec<Value> = (0..n).map(|i| artifact(i, &format!("app-{i}"))).collect();
+    let mut sent: HashMap<String, Instant> = HashMap::new();
+    let started = Instant::now();
+    let mut inflight = Vec::new();
+    for (i, ev) in events.iter().enumerate() {
+        let due = started + Duration::from_millis(i as u64);
+        tokio::time::sleep_until(due.into()).await;
+        let id = ev["context"]["id"].as_str().unwrap_or_default().to_string();
+        sent.insert(id, Instant::now());
+        let (http, url, body) = (http.clone(), url.clone(), ev.to_string());
+        inflight.push(tokio::spawn(async move {
+            let _ = http
+                .post(&url)
+                .header("Content-Type", "application/json")
+                .header("Authorization", format!("Bearer {TOKEN}"))
+                .body(body)
+                .send()
+                .await;
+        }));
+    }
+    for t in inflight {
+        let _ = t.await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while stand.syncs.lock().map(|s| s.len()).unwrap_or(0) < n && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let syncs = stand.syncs.lock().map(|s| s.clone()).unwrap_or_default();
+    let mut lat: Vec<Duration> = sent
+        .iter()
+        .filter_map(|(id, t0)| syncs.get(id).map(|t1| t1.duration_since(*t0)))
+        .collect();
+    lat.sort();
+    // Baseline: a bare POST to the stand-in, same pace.
+    let mut base = Vec::new();
+    let started = Instant::now();
+    for i in 0..2_000 {
+        tokio::time::sleep_until((started + Duration::from_millis(i)).into()).await;
+        let t0 = Instant::now();
+        let _ = http
+            .post(format!("{argocd}/api/v1/applications/x/sync"))
+            .json(&json!({"name": "x"}))
+            .send()
+            .await;
+        base.push(t0.elapsed());
+    }
+    base.sort();
+    println!(
+        "event -> Argo CD sync request latency at 1,000 events/s ({} of {n} arrived):",
+        lat.len()
+    );
+    println!(
+        "  gateway   p50 {:7.2} ms   p99 {:7.2} ms",
+        ms(percentile(&lat, 0.5)),
+        ms(percentile(&lat, 0.99))
+    );
+    println!(
+        "  bare POST p50 {:7.2} ms   p99 {:7.2} ms   (baseline)",
+        ms(percentile(&base, 0.5)),
+        ms(percentile(&base, 0.99))
+    );
+    println!(
+        "  ratio     p50 {:7.1}x      p99 {:7.1}x",
+        ms(percentile(&lat, 0.5)) / ms(percentile(&base, 0.5)),
+        ms(percentile(&lat, 0.99)) / ms(percentile(&base, 0.99))
+    );
+}
+
+fn matching() {
+    let many: String = (0..10_000)
+        .map(|i| {
+            format!(
+                "name: p{i}\non:\n  types: [dev.cdeventsx.tool{i}-thing.happened]\n  when: event.subject.id.startsWith(\"pkg:\")\ntarget: {{application: '\"app-{i}\"'}}\naction: {{refresh: {{}}}}\n---\n"
+            )
+        })
+        .collect::<String>()
+        + "name: web\non:\n  types: [dev.cdevents.artifact.packaged]\n  sources: [\"/ci/*\"]\n  when: event.subject.id.startsWith(\"pkg:oci/\")\ntarget: {application: event.subject.content.change.id}\naction: {sync: {}}\n";
+    let one = "name: web\non:\n  types: [dev.cdevents.artifact.packaged]\n  sources: [\"/ci/*\"]\n  when: event.subject.id.startsWith(\"pkg:oci/\")\ntarget: {application: event.subject.content.change.id}\naction: {sync: {}}\n";
+    let big = PolicySet::new(parse_file("many.yaml", &many).unwrap_or_else(|e| panic!("{e}")));
+    let small = PolicySet::new(parse_file("one.yaml", one).unwrap_or_else(|e| panic!("{e}")));
+    let ev: Inbound = argocd_cdevents::react::simulate::read_event(&artifact(1, "web").to_string())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let run = |set: &PolicySet| {
+        let iterations = 20_000;
+        let started = Instant::now();
+        let mut matched = 0;
+        for _ in 0..iterations {
+            matched += std::hint::black_box(match_event(set, &ev, "argocd")).len();
+        }
+        assert_eq!(matched, iterations);
+        started.elapsed() / iterations as u32
+    };
+    let _ = run(&small);
+    let s = run(&small);
+    let b = run(&big);
+    println!("matching one event (type index, source glob, CEL `when`, CEL target):");
+    println!("  10,001 policies {:8.2} µs/event", b.as_secs_f64() * 1e6);
+    println!(
+        "  1 policy        {:8.2} µs/event   (baseline)",
+        s.as_secs_f64() * 1e6
+    );
+    println!(
+        "  ratio           {:8.2}x",
+        b.as_secs_f64() / s.as_secs_f64()
+    );
+}
+
+fn main() {
+    matching();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    rt.block_on(async {
+        intake(dir.path()).await;
+        latency(dir.path()).await;
+    });
+}
