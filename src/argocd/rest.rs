@@ -89,13 +89,9 @@ fn sync_body(s: &SyncStep, app: &AppRef) -> Value {
     }
     if !s.revisions.is_empty() {
         body["revisions"] = json!(s.revisions);
-        // grpc-gateway encodes int64 as strings.
-        body["sourcePositions"] = json!(
-            s.source_positions
-                .iter()
-                .map(|p| p.to_string())
-                .collect::<Vec<_>>()
-        );
+        // Argo CD decodes requests with encoding/json: int64 are JSON numbers here, although
+        // swagger (generated for grpc-gateway's jsonpb) types them as strings.
+        body["sourcePositions"] = json!(s.source_positions);
     }
     if !s.sync_options.is_empty() {
         body["syncOptions"] = json!({ "items": s.sync_options });
