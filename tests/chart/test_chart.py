@@ -17,6 +17,7 @@ Everything runs offline: no cluster and no network.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -62,10 +63,16 @@ METRICS = {
     "argocd_cdevents_watch_restarts_total",
     "argocd_cdevents_policy_reloads_total",
     "argocd_cdevents_policy_reload_success",
+    "argocd_cdevents_policies_loaded",
 }
 HISTOGRAMS = {"argocd_cdevents_argocd_request_duration_seconds", "argocd_cdevents_delivery_duration_seconds"}
 
 VALUE_SETS = ["default", "ha-postgres", "kubernetes-backend", "all-optional-on"]
+
+# Where the chart mounts the policy files; config.react.policies defaults to it.
+POLICIES_DIR = "/etc/argocd-cdevents/policies"
+# The repository's example policies (policies/*.yaml), as policies.files would hold them.
+SHIPPED_POLICIES = {p.name: p.read_text() for p in sorted((ROOT / "policies").glob("*.yaml"))}
 
 
 # --------------------------------------------------------------------------- helpers
@@ -319,6 +326,121 @@ def test_kubernetes_backend_grants_patch_on_applications(chart):
     assert clients["secret"]["secretName"] == "argocd-cdevents-clients"
 
 
+def test_react_config_is_completed_by_the_chart(chart):
+    """config.react without `policies` and `argocd.backend`: the chart sets the mounted policy
+    directory and argocd.backend, so the gateway (which requires `policies`) starts."""
+    objects = render(chart, load_values("kubernetes-backend"))
+    react = rendered_config(objects)["react"]
+    assert react["policies"] == POLICIES_DIR
+    assert react["argocd"] == {"backend": "kubernetes"}
+    assert [c["name"] for c in react["clients"]] == ["monitoring", "ci"]
+    assert mounts(objects)[POLICIES_DIR]["readOnly"] is True
+    # a backend set by hand that agrees is kept, and nothing else is added
+    values = load_values("kubernetes-backend")
+    values["config"]["react"]["argocd"] = {"backend": "kubernetes", "namespace": "apps"}
+    react = rendered_config(render(chart, values))["react"]
+    assert react["argocd"] == {"backend": "kubernetes", "namespace": "apps"}
+    # without config.react the react flow stays off: nothing is added
+    assert "react" not in rendered_config(render(chart, {"policies": {"existingConfigMap": "p"}}))
+
+
+def test_shipped_policies_install_as_files(chart):
+    """The repository's policies/ examples go into policies.files unchanged (`on:` stays
+    `on:`), with the REST backend, and config.react.policies points at where they are mounted."""
+    values = {
+        "argocd": {"server": "argocd-server.argocd.svc:443", "existingSecret": "argocd-cdevents-argocd-token"},
+        "clients": {"existingSecret": "argocd-cdevents-clients"},
+        "config": {
+            "react": {
+                "clients": [
+                    {
+                        "name": "ci",
+                        "bearer": {"tokenFile": "/etc/argocd-cdevents/clients/ci-token"},
+                        "sources": ["/ci/github-actions/acme/*"],
+                        "types": ["dev.cdevents.artifact.packaged"],
+                    }
+                ]
+            }
+        },
+        "policies": {"files": dict(SHIPPED_POLICIES)},
+    }
+    chart.validate_schema(values)
+    objects = render(chart, values)
+    validate_all(objects)
+    data = one(objects, "ConfigMap", f"{RELEASE}-policies")["data"]
+    assert sorted(data) == sorted(SHIPPED_POLICIES)
+    for name, text in SHIPPED_POLICIES.items():
+        assert data[name].rstrip("\n") == text.rstrip("\n"), name
+    react = rendered_config(objects)["react"]
+    assert react["policies"] == POLICIES_DIR
+    assert react["argocd"] == {"backend": "rest"}
+    assert env(objects)["ARGOCD_SERVER"]["value"] == "argocd-server.argocd.svc:443"
+    assert "ARGOCD_AUTH_TOKEN" in env(objects)
+
+
+def gateway_binary() -> Path | None:
+    """The gateway binary (`cargo test` builds target/debug), or ARGOCD_CDEVENTS_BIN."""
+    if os.environ.get("ARGOCD_CDEVENTS_BIN"):
+        return Path(os.environ["ARGOCD_CDEVENTS_BIN"])
+    built = [ROOT / "target" / kind / "argocd-cdevents" for kind in ("debug", "release")]
+    built = [b for b in built if b.is_file() and os.access(b, os.X_OK)]
+    return max(built, key=lambda b: b.stat().st_mtime) if built else None
+
+
+def gateway_check(config_text: str, tmp_path: Path, policies: dict[str, str] | None = None, cwd: Path = ROOT):
+    """`argocd-cdevents check` on a config file (policies mounted at POLICIES_DIR are written
+    to a temporary directory first). Secrets are not read by `check`, Argo CD is not called."""
+    binary = gateway_binary()
+    if binary is None:
+        pytest.skip("no gateway binary: run cargo build (or set ARGOCD_CDEVENTS_BIN)")
+    if policies is not None:
+        directory = tmp_path / "policies"
+        directory.mkdir(exist_ok=True)
+        for name, text in policies.items():
+            (directory / name).write_text(text)
+        assert f"policies: {POLICIES_DIR}" in config_text
+        config_text = config_text.replace(f"policies: {POLICIES_DIR}", f"policies: {directory}")
+    path = tmp_path / "config.yaml"
+    path.write_text(config_text)
+    clean_env = {k: v for k, v in os.environ.items() if not k.startswith(("ARGOCD_", "K_SINK"))}
+    result = subprocess.run(
+        [str(binary), "check", "--config", str(path)],
+        cwd=cwd, env=clean_env, capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 0, f"{config_text}\n{result.stdout}{result.stderr}"
+    return result.stdout
+
+
+@pytest.mark.parametrize("value_set", VALUE_SETS + ["shipped-policies"])
+def test_rendered_config_is_accepted_by_the_gateway(chart, value_set, tmp_path):
+    """The config.yaml the chart renders passes the gateway's own `check` (unknown keys, URLs,
+    durations, react clients and the policies it mounts)."""
+    if value_set == "shipped-policies":
+        values = {
+            "argocd": {"server": "argocd-server.argocd.svc:443", "existingSecret": "t"},
+            "config": {"react": {}},
+            "policies": {"files": dict(SHIPPED_POLICIES)},
+        }
+    else:
+        values = load_values(value_set)
+    objects = render(chart, values)
+    text = one(objects, "ConfigMap", RELEASE)["data"]["config.yaml"]
+    policies = find(objects, "ConfigMap", f"{RELEASE}-policies")
+    mounted = policies[0]["data"] if policies and "react" in rendered_config(objects) else None
+    out = gateway_check(text, tmp_path, mounted)
+    if mounted:
+        assert re.search(r"configuration is valid; [1-9][0-9]* policies in \S+ compile", out), out
+
+
+def test_shipped_config_files_are_accepted_by_the_gateway(tmp_path):
+    """config/*.yaml and deploy/base's config.yaml pass `check` (react-example.yaml with the
+    repository's policies/ directory)."""
+    for path in sorted((ROOT / "config").glob("*.yaml")):
+        gateway_check(path.read_text(), tmp_path)
+    (base,) = [o for o in yaml.safe_load_all((DEPLOY / "base" / "configmap.yaml").read_text()) if o]
+    gateway_check(base["data"]["config.yaml"], tmp_path)
+
+
 def test_preview_environments_add_create_and_delete(chart):
     values = load_values("kubernetes-backend")
     values["argocd"]["previewEnvironments"] = True
@@ -378,7 +500,8 @@ def test_argocd_stream_mode_needs_no_kubernetes_access(chart):
     }
     assert variables["K_SINK"]["value"].startswith("http://broker-ingress")
     watch = rendered_config(objects)["emit"]["watch"]
-    assert watch["argocd"]["server"] == "argocd-server.argocd.svc:443"
+    # argocd.server is host:port (as ARGOCD_SERVER takes it); the config file needs a URL
+    assert watch["argocd"]["server"] == "https://argocd-server.argocd.svc:443"
     assert watch["argocd"]["tokenEnv"] == "ARGOCD_AUTH_TOKEN"
     assert watch["argocd"]["projects"] == ["default", "team-a"]
     # the Service port can differ from the container port
@@ -438,6 +561,8 @@ def test_several_replicas_with_sqlite_fail_with_the_charts_message(chart):
         ("broken-watch-kind", "/config/emit/watch/kind", "'none', 'kubernetes', 'argocd'"),
         ("broken-spec-version", "/config/emit/specVersion", "'0.5.1', '0.4.1'"),
         ("broken-unknown-key", "/config", "'sink' not allowed"),
+        ("broken-react-kind", "/config/react/argocd", "'kind' not allowed"),
+        ("broken-react-client", "/config/react/clients/0", "missing property 'types'"),
     ],
 )
 def test_schema_rejects_broken_values(chart, broken, field, explanation):
@@ -463,8 +588,26 @@ def test_schema_rejects_broken_values(chart, broken, field, explanation):
             "no Argo CD token is given: set argocd.existingSecret",
         ),
         (
-            {"config": {"react": {"argocd": {"kind": "kubernetes"}}}},
-            'config.react.argocd.kind is "kubernetes" but argocd.backend is "rest"',
+            {"config": {"react": {"argocd": {"backend": "kubernetes"}}}},
+            'config.react.argocd.backend is "kubernetes" but argocd.backend is "rest"',
+        ),
+        # react.policies is required by the gateway: mounted by the chart, or given
+        ({"config": {"react": {}}}, "config.react is set but there are no policies"),
+        (
+            {"config": {"react": {"policies": "/elsewhere"}}, "policies": {"existingConfigMap": "p"}},
+            'config.react.policies is "/elsewhere" but the chart mounts the policies',
+        ),
+        (
+            {"config": {"react": {}}, "policies": {"existingConfigMap": "p"}},
+            "config.react is set with the rest backend but no Argo CD server is set",
+        ),
+        (
+            {"config": {"react": {}}, "policies": {"existingConfigMap": "p"}, "argocd": {"server": "a:443"}},
+            "config.react is set with the rest backend but no Argo CD token is given",
+        ),
+        (
+            {"config": {"react": {"allowUnauthenticated": True}}, "policies": {"existingConfigMap": "p"}},
+            "config.react.allowUnauthenticated is true but config.listen is",
         ),
         ({"argocd": {"previewEnvironments": True}}, "needs argocd.backend=kubernetes"),
         (
@@ -527,9 +670,10 @@ def test_schema_is_draft7_and_accepts_the_defaults():
 
 
 def test_local_config_file_is_accepted_by_the_chart_schema(chart):
-    """config/local.yaml (the binary's own example) passes the chart's `config` schema."""
-    local = yaml.safe_load((ROOT / "config" / "local.yaml").read_text())
-    chart.validate_schema({"config": local})
+    """config/*.yaml (the binary's own examples, react-example.yaml included) pass the chart's
+    `config` schema."""
+    for path in sorted((ROOT / "config").glob("*.yaml")):
+        chart.validate_schema({"config": yaml.safe_load(path.read_text())})
 
 
 def test_chart_metadata(chart):
@@ -649,7 +793,10 @@ def test_argocd_rbac_is_least_privilege():
     assert all(f[1] == "role:argocd-cdevents" and f[5] == "allow" for f in active if f[0] == "p")
     assert ("g", "argocd-cdevents", "role:argocd-cdevents") in active
     optional = {f[3] for f in commented if f[0] == "p"}
-    assert {"create", "delete", "update", "rollback"} <= optional
+    # docs/security.md: get, sync, update, create, delete. Never `rollback`: the gateway rolls
+    # back with a sync and does not call Argo CD's rollback endpoint (docs/actions.md).
+    assert optional == {"create", "delete", "update"}
+    assert "rollback" not in {f[3] for f in active + commented if f[0] == "p"}
 
 
 # --------------------------------------------------------------------------- monitoring

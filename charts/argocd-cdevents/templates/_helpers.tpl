@@ -114,20 +114,65 @@ Namespaces whose Applications the gateway reads or patches; empty list: all (Clu
 {{- end }}
 
 {{/*
-The config file: .Values.config, plus the Argo CD server and token variable for
-emit.watch.kind=argocd when they are given through the `argocd` values.
+Where the chart mounts the policy files, and the ConfigMap mounted there ("" when none).
+*/}}
+{{- define "argocd-cdevents.policiesDir" -}}
+/etc/argocd-cdevents/policies
+{{- end }}
+
+{{- define "argocd-cdevents.policiesConfigMap" -}}
+{{- if .Values.policies.existingConfigMap }}
+{{- .Values.policies.existingConfigMap }}
+{{- else if .Values.policies.files }}
+{{- printf "%s-policies" (include "argocd-cdevents.fullname" .) }}
+{{- end }}
+{{- end }}
+
+{{/*
+"true" when config.react is given (an empty map counts: the chart fills in what it can).
+*/}}
+{{- define "argocd-cdevents.react" -}}
+{{- if and (hasKey .Values.config "react") (kindIs "map" .Values.config.react) }}true{{ end }}
+{{- end }}
+
+{{/*
+An Argo CD server address as the gateway's config wants it: an http(s) URL. A bare
+host:port (as ARGOCD_SERVER and the argocd CLI take it) gets https://, as the gateway does
+for ARGOCD_SERVER.
+*/}}
+{{- define "argocd-cdevents.serverUrl" -}}
+{{- if contains "://" . }}{{ . }}{{ else }}{{ printf "https://%s" . }}{{ end }}
+{{- end }}
+
+{{/*
+The config file: .Values.config, plus
+- for emit.watch.kind=argocd, the Argo CD server and token variable when they are given
+  through the `argocd` values;
+- for the react flow (config.react), react.policies (the directory the chart mounts the
+  policies in) and react.argocd.backend (argocd.backend) when they are not set.
 */}}
 {{- define "argocd-cdevents.config" -}}
 {{- $cfg := deepCopy .Values.config }}
 {{- if eq (toString $cfg.emit.watch.kind) "argocd" }}
 {{- $a := deepCopy (default (dict) $cfg.emit.watch.argocd) }}
 {{- if and (not $a.server) .Values.argocd.server }}
-{{- $_ := set $a "server" .Values.argocd.server }}
+{{- $_ := set $a "server" (include "argocd-cdevents.serverUrl" .Values.argocd.server) }}
 {{- end }}
 {{- if and (not $a.tokenEnv) (not $a.tokenFile) .Values.argocd.existingSecret }}
 {{- $_ := set $a "tokenEnv" "ARGOCD_AUTH_TOKEN" }}
 {{- end }}
 {{- $_ := set $cfg.emit.watch "argocd" $a }}
+{{- end }}
+{{- if include "argocd-cdevents.react" . }}
+{{- $r := $cfg.react }}
+{{- if and (not $r.policies) (include "argocd-cdevents.policiesConfigMap" .) }}
+{{- $_ := set $r "policies" (include "argocd-cdevents.policiesDir" .) }}
+{{- end }}
+{{- $ra := default (dict) $r.argocd }}
+{{- if not $ra.backend }}
+{{- $_ := set $ra "backend" .Values.argocd.backend }}
+{{- end }}
+{{- $_ := set $r "argocd" $ra }}
 {{- end }}
 {{- toYaml $cfg }}
 {{- end }}
@@ -151,8 +196,29 @@ Cross-field checks the JSON schema cannot express. Included by the Deployment.
 {{- end }}
 {{- $react := default (dict) .Values.config.react }}
 {{- $reactArgocd := default (dict) $react.argocd }}
-{{- if and $reactArgocd.kind (ne (toString $reactArgocd.kind) .Values.argocd.backend) }}
-{{- fail (printf "config.react.argocd.kind is %q but argocd.backend is %q: set both to the same backend (argocd.backend decides the RBAC the chart grants)." (toString $reactArgocd.kind) .Values.argocd.backend) }}
+{{- if and $reactArgocd.backend (ne (toString $reactArgocd.backend) .Values.argocd.backend) }}
+{{- fail (printf "config.react.argocd.backend is %q but argocd.backend is %q: set both to the same backend, or leave config.react.argocd.backend out (the chart copies argocd.backend; argocd.backend decides the RBAC the chart grants)." (toString $reactArgocd.backend) .Values.argocd.backend) }}
+{{- end }}
+{{- if include "argocd-cdevents.react" . }}
+{{- $dir := include "argocd-cdevents.policiesDir" . }}
+{{- if include "argocd-cdevents.policiesConfigMap" . }}
+{{- if and $react.policies (ne (toString $react.policies) $dir) }}
+{{- fail (printf "config.react.policies is %q but the chart mounts the policies (policies.files / policies.existingConfigMap) at %s: leave config.react.policies out (the chart sets it) or set it to %s." (toString $react.policies) $dir $dir) }}
+{{- end }}
+{{- else if not $react.policies }}
+{{- fail (printf "config.react is set but there are no policies: set policies.files or policies.existingConfigMap (mounted at %s), or config.react.policies to a directory you mount with extraVolumes." $dir) }}
+{{- end }}
+{{- if and $react.allowUnauthenticated (not (regexMatch "^(127\\.[0-9.]+|\\[::1\\]):[0-9]+$" (toString .Values.config.listen))) }}
+{{- fail (printf "config.react.allowUnauthenticated is true but config.listen is %q: the gateway allows it on a loopback address only (local trials); give the clients credentials (config.react.clients) instead." (toString .Values.config.listen)) }}
+{{- end }}
+{{- if ne .Values.argocd.backend "kubernetes" }}
+{{- if not (or $reactArgocd.server .Values.argocd.server) }}
+{{- fail "config.react is set with the rest backend but no Argo CD server is set: set argocd.server (or config.react.argocd.server)." }}
+{{- end }}
+{{- if not (or $reactArgocd.tokenEnv $reactArgocd.tokenFile .Values.argocd.existingSecret) }}
+{{- fail "config.react is set with the rest backend but no Argo CD token is given: set argocd.existingSecret (or config.react.argocd.tokenEnv / tokenFile)." }}
+{{- end }}
+{{- end }}
 {{- end }}
 {{- if and .Values.argocd.previewEnvironments (ne .Values.argocd.backend "kubernetes") }}
 {{- fail "argocd.previewEnvironments only changes Kubernetes RBAC and needs argocd.backend=kubernetes; with the rest backend grant create/delete in argocd-rbac-cm instead (deploy/argocd/)." }}
