@@ -269,16 +269,24 @@ async fn latency(dir: &std::path::Path) {
 }
 
 fn matching() {
-    let many: String = (0..10_000)
-        .map(|i| {
-            format!(
-                "name: p{i}\non:\n  types: [dev.cdeventsx.tool{i}-thing.happened]\n  when: event.subject.id.startsWith(\"pkg:\")\ntarget: {{application: '\"app-{i}\"'}}\naction: {{refresh: {{}}}}\n---\n"
-            )
-        })
-        .collect::<String>()
-        + "name: web\non:\n  types: [dev.cdevents.artifact.packaged]\n  sources: [\"/ci/*\"]\n  when: event.subject.id.startsWith(\"pkg:oci/\")\ntarget: {application: event.subject.content.change.id}\naction: {sync: {}}\n";
+    // 10,000 policies, 1,000 to a file (a file holds at most 1,024 documents), plus the one
+    // that matches.
+    let web = "name: web\non:\n  types: [dev.cdevents.artifact.packaged]\n  sources: [\"/ci/*\"]\n  when: event.subject.id.startsWith(\"pkg:oci/\")\ntarget: {application: event.subject.content.change.id}\naction: {sync: {}}\n";
+    let mut policies = parse_file("web.yaml", web).unwrap_or_else(|e| panic!("{e}"));
+    for file in 0..10 {
+        let text: String = (file * 1000..(file + 1) * 1000)
+            .map(|i| {
+                format!(
+                    "name: p{i}\non:\n  types: [dev.cdeventsx.tool{i}-thing.happened]\n  when: event.subject.id.startsWith(\"pkg:\")\ntarget: {{application: '\"app-{i}\"'}}\naction: {{refresh: {{}}}}\n---\n"
+                )
+            })
+            .collect();
+        policies.extend(
+            parse_file(&format!("many-{file}.yaml"), &text).unwrap_or_else(|e| panic!("{e}")),
+        );
+    }
     let one = "name: web\non:\n  types: [dev.cdevents.artifact.packaged]\n  sources: [\"/ci/*\"]\n  when: event.subject.id.startsWith(\"pkg:oci/\")\ntarget: {application: event.subject.content.change.id}\naction: {sync: {}}\n";
-    let big = PolicySet::new(parse_file("many.yaml", &many).unwrap_or_else(|e| panic!("{e}")));
+    let big = PolicySet::new(policies);
     let small = PolicySet::new(parse_file("one.yaml", one).unwrap_or_else(|e| panic!("{e}")));
     let ev: Inbound = argocd_cdevents::react::simulate::read_event(&artifact(1, "web").to_string())
         .unwrap_or_else(|e| panic!("{e}"));

@@ -86,9 +86,39 @@ pub fn operation(s: &SyncStep) -> Value {
     })
 }
 
+/// Count and time a call, as the REST client does (`argocd_requests_total`).
+async fn measured<T>(
+    operation: &str,
+    call: impl std::future::Future<Output = Result<T, ArgoError>>,
+) -> Result<T, ArgoError> {
+    let started = std::time::Instant::now();
+    let out = call.await;
+    let result = match &out {
+        Ok(_) => "success",
+        Err(ArgoError::Refused { .. }) => "refused",
+        Err(_) => "error",
+    };
+    crate::telemetry::metrics::argocd_request(operation, result, started.elapsed());
+    out
+}
+
 #[async_trait]
 impl ArgoCd for KubeBackend {
     async fn get(&self, app: &AppRef) -> Result<Option<Value>, ArgoError> {
+        measured("get", self.get_app(app)).await
+    }
+
+    async fn list(&self, selector: &str, project: Option<&str>) -> Result<Vec<Value>, ArgoError> {
+        measured("list", self.list_apps(selector, project)).await
+    }
+
+    async fn execute(&self, app: &AppRef, step: &Step) -> Result<(), ArgoError> {
+        measured(step.name(), self.run_step(app, step)).await
+    }
+}
+
+impl KubeBackend {
+    async fn get_app(&self, app: &AppRef) -> Result<Option<Value>, ArgoError> {
         self.api(&app.namespace)
             .get_opt(&app.name)
             .await
@@ -96,7 +126,11 @@ impl ArgoCd for KubeBackend {
             .map_err(err)
     }
 
-    async fn list(&self, selector: &str, project: Option<&str>) -> Result<Vec<Value>, ArgoError> {
+    async fn list_apps(
+        &self,
+        selector: &str,
+        project: Option<&str>,
+    ) -> Result<Vec<Value>, ArgoError> {
         let mut out = Vec::new();
         for ns in &self.namespaces {
             let list = self
@@ -114,7 +148,7 @@ impl ArgoCd for KubeBackend {
         Ok(out)
     }
 
-    async fn execute(&self, app: &AppRef, step: &Step) -> Result<(), ArgoError> {
+    async fn run_step(&self, app: &AppRef, step: &Step) -> Result<(), ArgoError> {
         let api = self.api(&app.namespace);
         let merge = |v: Value| Patch::Merge(v);
         match step {

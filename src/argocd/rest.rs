@@ -213,6 +213,15 @@ impl RestClient {
                 Err(ArgoError::Unavailable(_)) => true,
                 _ => false,
             };
+            if attempt > 1
+                && operation == "sync"
+                && matches!(&outcome, Err(e) if e.is_operation_in_progress())
+            {
+                // The first attempt reached Argo CD before its answer was lost: the
+                // operation it started is the one now in progress.
+                tracing::info!("retried sync found its operation in progress; counted as done");
+                return Ok(Value::Null);
+            }
             if !retryable || attempt > self.retries {
                 return outcome;
             }

@@ -74,6 +74,8 @@ pub struct Clients {
     clients: Vec<Client>,
     allow_unauthenticated: bool,
     seen: Mutex<Seen>,
+    /// The longest HMAC window of any client: signatures are remembered at least that long.
+    longest_window_s: i64,
 }
 
 fn sha(bytes: &[u8]) -> [u8; 32] {
@@ -134,8 +136,17 @@ impl Clients {
             };
             clients.push(client(c, credential));
         }
+        let longest_window_s = clients
+            .iter()
+            .filter_map(|c| match &c.credential {
+                Credential::Hmac { window, .. } => i64::try_from(window.as_secs()).ok(),
+                Credential::Bearer(_) => None,
+            })
+            .max()
+            .unwrap_or(0);
         Ok(Clients {
             clients,
+            longest_window_s,
             allow_unauthenticated: cfg.allow_unauthenticated,
             seen: Mutex::new((HashMap::new(), VecDeque::new())),
         })
@@ -217,7 +228,7 @@ impl Clients {
             // verify_slice compares in constant time.
             mac.verify_slice(&sig)
                 .map_err(|_| AuthError::Unauthenticated("signature does not match".into()))?;
-            self.remember(sha(&sig), ts, now_s, window_s)?;
+            self.remember(sha(&sig), ts, now_s)?;
             return Ok(Some(client));
         }
         if self.allow_unauthenticated {
@@ -229,7 +240,8 @@ impl Clients {
     }
 
     /// Refuse a signature seen before within the window; forget old ones.
-    fn remember(&self, sig: [u8; 32], ts: i64, now_s: i64, window_s: i64) -> Result<(), AuthError> {
+    fn remember(&self, sig: [u8; 32], ts: i64, now_s: i64) -> Result<(), AuthError> {
+        let window_s = self.longest_window_s;
         let mut guard = self.seen.lock().unwrap_or_else(|p| p.into_inner());
         let (set, order) = &mut *guard;
         while let Some((old, at)) = order.front().copied() {

@@ -2,6 +2,8 @@
 //! against the inbound event (`event`, `ce`) and, in guards, the target Application (`app`).
 //! Evaluation is pure; an error (missing field, wrong type) is returned, never a panic.
 
+use cel::common::value::{CowVal, Val};
+use cel::context::VariableResolver;
 use serde_json::Value;
 use std::sync::{Arc, OnceLock};
 
@@ -15,6 +17,8 @@ pub struct Expr {
     pub source: String,
     pub at: String,
     program: cel::Program,
+    /// Which of `event`, `ce`, `app` the expression reads (found once, at compile time).
+    uses: [bool; 3],
 }
 
 impl std::fmt::Debug for Expr {
@@ -32,6 +36,29 @@ pub struct Vars<'a> {
     pub ce: &'a Value,
     /// The target Application, in guards.
     pub app: Option<&'a Value>,
+    /// The variables converted to CEL values, once for all the expressions evaluated
+    /// against them (the conversion costs more than most expressions).
+    pub cache: &'a Converted,
+}
+
+/// CEL values of `event`, `ce` and `app`, converted on first use and then lent to every
+/// evaluation (through a variable resolver, so they are not copied again).
+#[derive(Default)]
+pub struct Converted([std::cell::OnceCell<Result<Box<dyn Val>, String>>; 3]);
+
+/// Lends the converted variables to one evaluation.
+struct Lend<'a>([Option<&'a dyn Val>; 3]);
+
+impl VariableResolver for Lend<'_> {
+    fn resolve<'b>(&'b self, variable: &str) -> Option<CowVal<'b, 'b>> {
+        let slot = match variable {
+            "event" => 0,
+            "ce" => 1,
+            "app" => 2,
+            _ => return None,
+        };
+        self.0[slot].map(CowVal::Borrowed)
+    }
 }
 
 impl Expr {
@@ -45,28 +72,34 @@ impl Expr {
                 .collect::<Vec<_>>()
                 .join(" ")
         })?;
+        let refs = program.references();
+        let uses = ["event", "ce", "app"].map(|v| refs.has_variable(v));
         Ok(Expr {
             source: source.to_string(),
             at,
             program,
+            uses,
         })
     }
 
     fn eval(&self, vars: Vars<'_>) -> Result<cel::Value, String> {
-        let mut ctx = cel::Context::with_env(env().clone());
-        let refs = self.program.references();
-        for (name, value) in [
-            ("event", Some(vars.event)),
-            ("ce", Some(vars.ce)),
-            ("app", vars.app),
-        ] {
-            if !refs.has_variable(name) {
+        let sources = [Some(vars.event), Some(vars.ce), vars.app];
+        let mut lent: [Option<&dyn Val>; 3] = [None, None, None];
+        for (slot, value) in sources.into_iter().enumerate() {
+            let Some(v) = value else { continue };
+            if !self.uses[slot] {
                 continue;
             }
-            if let Some(v) = value {
-                ctx.add_variable(name, v).map_err(|e| e.to_string())?;
+            let converted = vars.cache.0[slot]
+                .get_or_init(|| Box::<dyn Val>::try_from(to_cel(v)).map_err(|e| e.to_string()));
+            match converted {
+                Ok(c) => lent[slot] = Some(c.as_ref()),
+                Err(e) => return Err(e.clone()),
             }
         }
+        let lend = Lend(lent);
+        let mut ctx = cel::Context::with_env(env().clone());
+        ctx.set_variable_resolver(&lend);
         self.program.execute(&ctx).map_err(|e| e.to_string())
     }
 
@@ -101,6 +134,29 @@ impl Expr {
     }
 }
 
+/// JSON to CEL directly (faster than through serde): integers stay integers, other numbers
+/// become floats, as CEL reads JSON.
+fn to_cel(v: &Value) -> cel::Value {
+    match v {
+        Value::Null => cel::Value::Null,
+        Value::Bool(b) => cel::Value::Bool(*b),
+        Value::Number(n) => match (n.as_i64(), n.as_u64()) {
+            (Some(i), _) => cel::Value::Int(i),
+            (None, Some(u)) => cel::Value::UInt(u),
+            _ => cel::Value::Float(n.as_f64().unwrap_or(f64::NAN)),
+        },
+        Value::String(s) => cel::Value::String(std::sync::Arc::new(s.clone())),
+        Value::Array(items) => {
+            cel::Value::List(std::sync::Arc::new(items.iter().map(to_cel).collect()))
+        }
+        Value::Object(map) => {
+            let m: std::collections::HashMap<String, cel::Value> =
+                map.iter().map(|(k, v)| (k.clone(), to_cel(v))).collect();
+            cel::Value::from(m)
+        }
+    }
+}
+
 fn type_name(v: &cel::Value) -> &'static str {
     match v {
         cel::Value::Bool(_) => "a boolean",
@@ -124,10 +180,12 @@ mod tests {
         let event = json!({"subject": {"content": {"environment": {"id": "production"}, "n": 3}}});
         let ce = json!({"source": "/monitoring/prom", "type": "x"});
         let app = json!({"status": {"health": {"status": "Degraded"}}});
+        let cache = Converted::default();
         let vars = Vars {
             event: &event,
             ce: &ce,
             app: Some(&app),
+            cache: &cache,
         };
         let e = |s: &str| Expr::compile(s, "t".into()).unwrap_or_else(|m| panic!("{s}: {m}"));
         assert_eq!(

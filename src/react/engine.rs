@@ -254,11 +254,18 @@ impl Engine {
     }
 
     async fn superseded(&self, older: &Job, newer: &Job) {
+        let action = self
+            .policies
+            .get()
+            .policies
+            .iter()
+            .find(|p| p.name == older.policy)
+            .map_or("", |p| p.action.name());
         let d = self.decision(
             &older.event,
             &older.policy,
             &older.target.to_string(),
-            "",
+            action,
             Outcome::Skipped,
             format!(
                 "coalesced: superseded by the newer event {:?}",
@@ -443,7 +450,7 @@ impl Engine {
                 return Finished::Done(job);
             }
         };
-        if let Err(reason) = plan::guard(policy, &job.event, app.as_ref()) {
+        if let Err(reason) = plan::guard(policy, &job.event, &job.target, app.as_ref()) {
             self.record(&skip(reason)).await;
             return Finished::Done(job);
         }

@@ -122,10 +122,12 @@ pub fn match_event<'p>(set: &'p PolicySet, event: &Inbound, default_ns: &str) ->
         return Vec::new();
     }
     let ce = event.ce();
+    let cache = super::cel::Converted::default();
     let vars = Vars {
         event: &event.data,
         ce: &ce,
         app: None,
+        cache: &cache,
     };
     let mut out = Vec::new();
     for policy in candidates {

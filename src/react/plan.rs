@@ -62,7 +62,16 @@ pub fn owned(app: &Value) -> bool {
 }
 
 /// Check `target.project` and `guard.when` against the target.
-pub fn guard(policy: &Policy, event: &Inbound, app: Option<&Value>) -> Result<(), String> {
+pub fn guard(
+    policy: &Policy,
+    event: &Inbound,
+    target: &AppRef,
+    app: Option<&Value>,
+) -> Result<(), String> {
+    // Every action but createApplication needs its target: say so before any guard reads it.
+    if app.is_none() && !matches!(policy.action, Action::CreateApplication { .. }) {
+        return Err(format!("application {target} not found"));
+    }
     if let (Some(want), Some(a)) = (&policy.target.project, app) {
         let project = a["spec"]["project"].as_str().unwrap_or_default();
         if project != want {
@@ -77,10 +86,12 @@ pub fn guard(policy: &Policy, event: &Inbound, app: Option<&Value>) -> Result<()
     };
     let ce = event.ce();
     let null = Value::Null;
+    let cache = super::cel::Converted::default();
     let vars = Vars {
         event: &event.data,
         ce: &ce,
         app: Some(app.unwrap_or(&null)),
+        cache: &cache,
     };
     match when.eval_bool(vars) {
         Ok(true) => Ok(()),
@@ -99,10 +110,12 @@ pub fn plan(
     now: DateTime<Utc>,
 ) -> Result<Plan, String> {
     let ce = event.ce();
+    let cache = super::cel::Converted::default();
     let vars = Vars {
         event: &event.data,
         ce: &ce,
         app,
+        cache: &cache,
     };
     let chain = chain_id(event);
     let mut infos = vec![

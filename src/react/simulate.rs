@@ -95,7 +95,7 @@ pub fn simulate(
         for target in targets {
             let app = apps.iter().find(|a| AppRef::of(a) == target);
             let key = target.to_string();
-            if let Err(reason) = plan::guard(policy, event, app) {
+            if let Err(reason) = plan::guard(policy, event, &target, app) {
                 out.push(base(key, "skip", reason, Vec::new()));
                 continue;
             }

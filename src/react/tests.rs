@@ -463,16 +463,20 @@ fn plans_for_each_action_on_argo_cds_example_applications() {
     let g = set(
         "name: g\non: {types: [dev.cdevents.incident.detected]}\ntarget: {application: '\"x\"', project: shop}\naction: {refresh: {}}\nguard: {when: 'app.status.health.status != \"Healthy\"'}\n",
     );
-    let e = guard(&g.policies[0], &inc, Some(&full))
+    let e = guard(&g.policies[0], &inc, &target(&full), Some(&full))
         .err()
         .unwrap_or_default();
     assert!(e.contains("is in project \"sre\", not \"shop\""), "{e}");
     let mut shop = full.clone();
     shop["spec"]["project"] = json!("shop");
-    let e = guard(&g.policies[0], &inc, Some(&shop))
+    let e = guard(&g.policies[0], &inc, &target(&shop), Some(&shop))
         .err()
         .unwrap_or_default();
     assert!(e.starts_with("guard.when is false"), "{e}");
+    let e = guard(&g.policies[0], &inc, &target(&full), None)
+        .err()
+        .unwrap_or_default();
+    assert_eq!(e, "application argo-cd/velero-test not found");
     assert!(super::plan::operation_running(&running));
     assert!(!super::plan::operation_running(&full));
 }
