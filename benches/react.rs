@@ -101,7 +101,7 @@ fn config(dir: &std::path::Path, argocd: &str, policy: &str) -> String {
     std::fs::create_dir_all(&pdir).unwrap_or_default();
     std::fs::write(pdir.join("p.yaml"), policy).unwrap_or_default();
     format!(
-        "listen: 127.0.0.1:0\nlog: {{level: warn, format: text}}\nreact:\n  policies: {}\n  clients:\n    - {{name: bench, bearer: {{tokenEnv: BENCH_TOKEN}}, sources: [\"*\"], types: [\"*\"]}}\n  argocd: {{server: \"{argocd}\", tokenEnv: BENCH_TOKEN, rate: 1000000/s}}\n",
+        "listen: 127.0.0.1:0\nlog: {{level: \"warn,argocd_cdevents::server=info\", format: text}}\nreact:\n  policies: {}\n  clients:\n    - {{name: bench, bearer: {{tokenEnv: BENCH_TOKEN}}, sources: [\"*\"], types: [\"*\"]}}\n  argocd: {{server: \"{argocd}\", tokenEnv: BENCH_TOKEN, rate: 1000000/s}}\n",
         pdir.display()
     )
 }

@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 /// How often a job waiting for a running operation looks again.
 const WAIT_POLL: Duration = Duration::from_secs(2);
 /// Jobs in flight at once (each on a different application).
-const CONCURRENCY: usize = 16;
+const CONCURRENCY: usize = 64;
 
 /// A policy's `rateLimit`, with the limiter keyed by application.
 type PolicyLimiter = (crate::config::Rate, Arc<DefaultKeyedRateLimiter<String>>);
@@ -111,6 +111,8 @@ impl Engine {
         let mut outstanding: HashMap<i64, usize> = HashMap::new();
         let mut running: JoinSet<Finished> = JoinSet::new();
         let slots = Arc::new(Semaphore::new(CONCURRENCY));
+        // Inbox rows fully decided, marked done together once per turn of the loop.
+        let mut done_rows: Vec<i64> = Vec::new();
         loop {
             // 1. New inbox rows.
             match self.store.pending_inbox(cursor, 256).await {
@@ -145,6 +147,16 @@ impl Engine {
                 }
                 Err(e) => tracing::error!(error = %e, "reading the inbox failed"),
             }
+            if !done_rows.is_empty() {
+                if let Err(e) = self
+                    .store
+                    .finish_inbox_many(&done_rows, crate::delivery::now_ms())
+                    .await
+                {
+                    tracing::error!(error = %e, "cannot mark inbox rows done; they are decided again after a restart (no second action: decisions are unique)");
+                }
+                done_rows.clear();
+            }
             // 2. Start due jobs whose application is not busy.
             let now = Instant::now();
             let due: Vec<(String, AppRef)> = queue
@@ -175,7 +187,7 @@ impl Engine {
                     match done {
                         Ok(Finished::Done(job)) => {
                             busy.remove(&(job.policy.clone(), job.target.clone()));
-                            self.settle_rows(&job.seqs, &mut outstanding).await;
+                            settle_rows(&job.seqs, &mut outstanding, &mut done_rows);
                         }
                         Ok(Finished::Again(job)) => {
                             busy.remove(&(job.policy.clone(), job.target.clone()));
@@ -198,25 +210,15 @@ impl Engine {
             }
         }
         // Let running jobs finish their Argo CD calls and record their decisions.
-        while running.join_next().await.is_some() {}
-    }
-
-    async fn settle_rows(&self, seqs: &[i64], outstanding: &mut HashMap<i64, usize>) {
-        for seq in seqs {
-            let left = outstanding.get(seq).copied().unwrap_or(1).saturating_sub(1);
-            if left == 0 {
-                outstanding.remove(seq);
-                if let Err(e) = self
-                    .store
-                    .finish_inbox(*seq, crate::delivery::now_ms())
-                    .await
-                {
-                    tracing::error!(seq, error = %e, "cannot mark the inbox row done");
-                }
-            } else {
-                outstanding.insert(*seq, left);
+        while let Some(done) = running.join_next().await {
+            if let Ok(Finished::Done(job)) = done {
+                settle_rows(&job.seqs, &mut outstanding, &mut done_rows);
             }
         }
+        let _ = self
+            .store
+            .finish_inbox_many(&done_rows, crate::delivery::now_ms())
+            .await;
     }
 
     async fn enqueue(
@@ -590,6 +592,19 @@ impl Engine {
         tracing::info!(policy = %d.policy, application = %d.application, action, outcome = d.outcome.as_str(),
             reason = %d.reason, event = %d.event_id, "decision");
         Finished::Done(job)
+    }
+}
+
+/// Count one job of each row as decided; rows with none left go to `done`.
+fn settle_rows(seqs: &[i64], outstanding: &mut HashMap<i64, usize>, done: &mut Vec<i64>) {
+    for seq in seqs {
+        let left = outstanding.get(seq).copied().unwrap_or(1).saturating_sub(1);
+        if left == 0 {
+            outstanding.remove(seq);
+            done.push(*seq);
+        } else {
+            outstanding.insert(*seq, left);
+        }
     }
 }
 

@@ -258,6 +258,8 @@ pub trait Store: Send + Sync + 'static {
     /// Pending inbox rows after `after_seq`, oldest first.
     async fn pending_inbox(&self, after_seq: i64, limit: i64) -> Result<Vec<InboxRow>, StoreError>;
     async fn finish_inbox(&self, seq: i64, now_ms: i64) -> Result<(), StoreError>;
+    /// Mark several inbox rows done in one statement.
+    async fn finish_inbox_many(&self, seqs: &[i64], now_ms: i64) -> Result<(), StoreError>;
     /// Record a decision. Returns `false` when one exists for the same event, policy and
     /// application (it is then left as it is): the guard against acting twice.
     async fn record_decision(&self, d: &NewDecision, now_ms: i64) -> Result<bool, StoreError>;

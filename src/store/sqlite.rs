@@ -1,10 +1,13 @@
 //! The SQLite store: one file, WAL journal, `synchronous=FULL` (a committed event survives a
 //! crash or power loss), one writer at a time with a busy timeout.
 //!
-//! Delivery outcomes (`mark_*`) are written through a second pool with `synchronous=NORMAL`:
-//! still atomic and crash-safe for the process, but a power cut may forget the last marks, and
-//! forgetting a mark only means the event is sent once more (at-least-once holds). This keeps
-//! an fsync off the path between one event's delivery and the next event's commit.
+//! Delivery outcomes (`mark_*`), inbox rows marked done and react decisions are written through
+//! a second pool with `synchronous=NORMAL`: still atomic and crash-safe for the process (a
+//! killed gateway loses nothing), but a power cut of the machine may forget the last few.
+//! Forgetting a delivery mark means the event is sent once more; forgetting a decision claim
+//! means an event received before the cut may be decided again. Received events themselves
+//! (the inbox, behind the 202) and emitted events are committed with `synchronous=FULL`. This
+//! keeps fsyncs off the paths between one event and the next.
 
 use super::{
     DecisionRow, EmitBatch, InboxRow, IncidentRow, NewDecision, NewInbound, OutboxCount,
@@ -365,6 +368,22 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn finish_inbox_many(&self, seqs: &[i64], now_ms: i64) -> Result<(), StoreError> {
+        if seqs.is_empty() {
+            return Ok(());
+        }
+        let list = serde_json::to_string(seqs).unwrap_or_else(|_| "[]".into());
+        sqlx::query(
+            "UPDATE inbox SET status = 'done', done_at = $2 \
+             WHERE seq IN (SELECT value FROM json_each($1))",
+        )
+        .bind(list)
+        .bind(now_ms)
+        .execute(&self.marks)
+        .await?;
+        Ok(())
+    }
+
     async fn record_decision(&self, d: &NewDecision, now_ms: i64) -> Result<bool, StoreError> {
         let done = sqlx::query(
             "INSERT INTO decisions (decided_at, event_source, event_id, event_type, policy, \
@@ -383,7 +402,7 @@ impl Store for SqliteStore {
         .bind(&d.reason)
         .bind(&d.chain_id)
         .bind(&d.requests)
-        .execute(&self.pool)
+        .execute(&self.marks)
         .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -401,7 +420,7 @@ impl Store for SqliteStore {
         .bind(&d.event_id)
         .bind(&d.policy)
         .bind(&d.application)
-        .execute(&self.pool)
+        .execute(&self.marks)
         .await?;
         Ok(())
     }
@@ -413,7 +432,7 @@ impl Store for SqliteStore {
              WHERE outcome = 'acting'",
         )
         .bind(now_ms)
-        .execute(&self.pool)
+        .execute(&self.marks)
         .await?;
         Ok(done.rows_affected())
     }
