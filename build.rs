@@ -26,11 +26,19 @@ fn main() {
     files.sort();
     let mut code = String::from("pub static FILES: &[(&str, &str)] = &[\n");
     for f in &files {
-        let rel = f.strip_prefix(&root).unwrap_or(f).to_string_lossy().replace('\\', "/");
-        code.push_str(&format!("    ({rel:?}, include_str!({:?})),\n", f.display().to_string()));
+        let rel = f
+            .strip_prefix(&root)
+            .unwrap_or(f)
+            .to_string_lossy()
+            .replace('\\', "/");
+        code.push_str(&format!(
+            "    ({rel:?}, include_str!({:?})),\n",
+            f.display().to_string()
+        ));
     }
     code.push_str("];\n");
-    let out = PathBuf::from(std::env::var("OUT_DIR").unwrap_or_default()).join("cdevents_schemas.rs");
+    let out =
+        PathBuf::from(std::env::var("OUT_DIR").unwrap_or_default()).join("cdevents_schemas.rs");
     if let Err(e) = std::fs::write(&out, code) {
         panic!("writing {}: {e}", out.display());
     }
