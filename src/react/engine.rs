@@ -23,6 +23,7 @@ use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 /// How often a job waiting for a running operation looks again.
 const WAIT_POLL: Duration = Duration::from_secs(2);
@@ -171,10 +172,14 @@ impl Engine {
                 busy.insert(key, ());
                 let me = self.clone();
                 let slots = slots.clone();
-                running.spawn(async move {
-                    let _permit = slots.acquire_owned().await;
-                    me.execute(job).await
-                });
+                let span = tracing::info_span!("react", event_id = %job.event.id, policy = %job.policy, application = %job.target);
+                running.spawn(
+                    async move {
+                        let _permit = slots.acquire_owned().await;
+                        me.execute(job).await
+                    }
+                    .instrument(span),
+                );
             }
             // 3. Wait for something to do.
             let next_due = queue.values().map(|j| j.due).min();
