@@ -237,9 +237,7 @@ impl Engine {
         let coalesce = self
             .policies
             .get()
-            .policies
-            .iter()
-            .find(|p| p.name == job.policy)
+            .by_name(&job.policy)
             .and_then(|p| p.guard.coalesce);
         if let Some(window) = coalesce {
             if let Some(older) = queue.remove(&key) {
@@ -264,9 +262,7 @@ impl Engine {
         let action = self
             .policies
             .get()
-            .policies
-            .iter()
-            .find(|p| p.name == older.policy)
+            .by_name(&older.policy)
             .map_or("", |p| p.action.name());
         let d = self.decision(
             &older.event,
@@ -418,7 +414,7 @@ impl Engine {
 
     async fn execute(self: Arc<Self>, job: Job) -> Finished {
         let set = self.policies.get();
-        let Some(policy) = set.policies.iter().find(|p| p.name == job.policy) else {
+        let Some(policy) = set.by_name(&job.policy) else {
             let d = self.decision(
                 &job.event,
                 &job.policy,

@@ -31,6 +31,8 @@ pub struct PolicySet {
     by_type: HashMap<String, Vec<usize>>,
     /// Policies with a glob in a type pattern: checked for every event.
     globbed: Vec<usize>,
+    /// Name -> policy index (names are unique).
+    by_name: HashMap<String, usize>,
 }
 
 #[derive(Debug)]
@@ -683,11 +685,22 @@ impl PolicySet {
                 globbed.push(i);
             }
         }
+        let by_name = policies
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.name.clone(), i))
+            .collect();
         PolicySet {
             policies,
             by_type,
             globbed,
+            by_name,
         }
+    }
+
+    /// The policy with this name.
+    pub fn by_name(&self, name: &str) -> Option<&Policy> {
+        self.by_name.get(name).map(|&i| &self.policies[i])
     }
 
     pub fn len(&self) -> usize {
