@@ -750,6 +750,7 @@ pub fn load_dir(dir: &Path) -> Result<PolicySet, PolicyError> {
         message: format!("cannot read the policy directory: {e}"),
     })?;
     let mut all: Vec<Policy> = Vec::new();
+    let mut seen: HashMap<String, usize> = HashMap::new();
     for file in files {
         let shown = file.display().to_string();
         let text = std::fs::read_to_string(&file).map_err(|e| PolicyError {
@@ -759,7 +760,8 @@ pub fn load_dir(dir: &Path) -> Result<PolicySet, PolicyError> {
             message: format!("cannot read: {e}"),
         })?;
         for p in parse_file(&shown, &text)? {
-            if let Some(first) = all.iter().find(|q| q.name == p.name) {
+            if let Some(&first) = seen.get(&p.name) {
+                let first: &Policy = &all[first];
                 let (line, column) =
                     p.at.rsplit_once(':')
                         .and_then(|(_, l)| l.parse().ok())
@@ -774,6 +776,7 @@ pub fn load_dir(dir: &Path) -> Result<PolicySet, PolicyError> {
                     ),
                 });
             }
+            seen.insert(p.name.clone(), all.len());
             all.push(p);
         }
     }
