@@ -200,24 +200,23 @@ pub async fn run(
             let committer = intake::Committer::start(store.clone(), notify.clone());
             let engine = Arc::new(Engine::new(
                 store.clone(),
-                argocd.clone(),
+                argocd,
                 handle.clone(),
                 rc.argocd.namespace.clone(),
                 rc.argocd.rate,
             ));
-            workers.spawn(engine.run(notify, work_stop.clone()));
+            workers.spawn(engine.clone().run(notify, work_stop.clone()));
             workers.spawn(react::watch_policies(
                 handle.clone(),
                 rc.policies.clone(),
                 rc.reload_interval.0,
                 work_stop.clone(),
             ));
-            workers.spawn(react::sweep_previews(
-                store.clone(),
-                argocd,
-                rc.preview_sweep_interval.0,
-                work_stop.clone(),
-            ));
+            workers.spawn(
+                engine
+                    .clone()
+                    .sweep_previews(rc.preview_sweep_interval.0, work_stop.clone()),
+            );
             intake::routes(Arc::new(intake::Intake {
                 clients,
                 policies: handle,

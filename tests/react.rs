@@ -1526,3 +1526,66 @@ rateLimit: 1/h
     );
     assert_eq!(w.writes().len(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sweeper_deletes_expired_previews_once_and_leaves_the_rest() {
+    use argocd_cdevents::argocd::rest::RestClient;
+    use argocd_cdevents::config::Rate;
+    use argocd_cdevents::react::{PolicyHandle, engine::Engine};
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let fake = FakeArgoCd::start(ARGO_TOKEN).await;
+    let preview = |name: &str, expires: &str, owned: bool| {
+        let mut a = app(name, &[], &[], false, "Healthy");
+        if owned {
+            a["metadata"]["labels"]["app.kubernetes.io/managed-by"] = json!("argocd-cdevents");
+            a["metadata"]["labels"]["cdevents.dev/policy"] = json!("preview-create");
+        }
+        a["metadata"]["annotations"] =
+            json!({"cdevents.dev/expires-at": expires, "cdevents.dev/chain-id": "chain-7"});
+        a
+    };
+    fake.insert(preview("pr-1", "2026-01-01T00:00:00Z", true));
+    fake.insert(preview("pr-2", "2999-01-01T00:00:00Z", true));
+    fake.insert(preview("not-ours", "2026-01-01T00:00:00Z", false));
+    let store_url: argocd_cdevents::config::StoreUrl =
+        format!("sqlite://{}/s.db", dir.path().display())
+            .parse()
+            .unwrap_or_else(|e| panic!("{e}"));
+    let store = argocd_cdevents::store::open(&store_url)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let client = RestClient::new(
+        fake.url.parse().unwrap_or_else(|e| panic!("{e}")),
+        ARGO_TOKEN.into(),
+        false,
+        Duration::from_secs(5),
+        0,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let engine = Engine::new(
+        store.clone(),
+        std::sync::Arc::new(client),
+        PolicyHandle::default(),
+        "argocd".into(),
+        Rate {
+            count: 100,
+            per: Duration::from_secs(1),
+        },
+    );
+    let now = chrono::Utc::now();
+    assert_eq!(engine.sweep_once(now).await, Ok(1));
+    assert!(fake.app("argocd", "pr-1").is_none());
+    assert!(fake.app("argocd", "pr-2").is_some());
+    assert!(fake.app("argocd", "not-ours").is_some());
+    assert_eq!(fake.deletions().len(), 1);
+    // Nothing left to do, and the decision is recorded once, with the preview's chain.
+    assert_eq!(engine.sweep_once(now).await, Ok(0));
+    let d = store.list_decisions(10).await.unwrap_or_default();
+    assert_eq!(d.len(), 1);
+    assert_eq!(
+        (d[0].policy.as_str(), d[0].application.as_str()),
+        ("preview-create", "argocd/pr-1")
+    );
+    assert_eq!(d[0].outcome, argocd_cdevents::store::Outcome::Acted);
+    assert_eq!(d[0].chain_id.as_deref(), Some("chain-7"));
+}

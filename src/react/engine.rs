@@ -11,6 +11,7 @@ use super::matcher::{self, Aim, AppRef};
 use super::plan::{self, Plan};
 use super::policy::{InProgress, Policy};
 use crate::argocd::rest::render;
+use crate::argocd::step::Step;
 use crate::argocd::{ArgoCd, ArgoError};
 use crate::store::{NewDecision, Outcome, Store};
 use crate::telemetry::metrics;
@@ -264,7 +265,7 @@ impl Engine {
             .get()
             .by_name(&older.policy)
             .map_or("", |p| p.action.name());
-        let d = self.decision(
+        self.note(
             &older.event,
             &older.policy,
             &older.target.to_string(),
@@ -274,8 +275,8 @@ impl Engine {
                 "coalesced: superseded by the newer event {:?}",
                 newer.event.id
             ),
-        );
-        self.record(&d).await;
+        )
+        .await;
     }
 
     /// Match one event and turn it into jobs; unmatchable aims are recorded as skipped.
@@ -296,15 +297,15 @@ impl Engine {
         for m in matches {
             match m.aim {
                 Err(reason) => {
-                    let d = self.decision(
+                    self.note(
                         &event,
                         &m.policy.name,
                         "",
                         m.policy.action.name(),
                         Outcome::Skipped,
                         reason,
-                    );
-                    self.record(&d).await;
+                    )
+                    .await;
                 }
                 Ok(Aim::App(target)) => jobs.push(job(m.policy, target)),
                 Ok(aim @ Aim::Selector { .. }) => {
@@ -321,30 +322,30 @@ impl Engine {
                         Ok(apps) => {
                             let targets = matcher::select(&aim, &apps);
                             if targets.is_empty() {
-                                let d = self.decision(
+                                self.note(
                                     &event,
                                     &m.policy.name,
                                     "",
                                     m.policy.action.name(),
                                     Outcome::Skipped,
                                     format!("no application matches the selector {selector:?}"),
-                                );
-                                self.record(&d).await;
+                                )
+                                .await;
                             }
                             for t in targets {
                                 jobs.push(job(m.policy, t));
                             }
                         }
                         Err(e) => {
-                            let d = self.decision(
+                            self.note(
                                 &event,
                                 &m.policy.name,
                                 "",
                                 m.policy.action.name(),
                                 Outcome::Failed,
                                 format!("listing applications for the selector: {e}"),
-                            );
-                            self.record(&d).await;
+                            )
+                            .await;
                         }
                     }
                 }
@@ -374,6 +375,20 @@ impl Engine {
             chain_id: Some(plan::chain_id(event)),
             requests: "[]".into(),
         }
+    }
+
+    /// Build and record a final decision.
+    async fn note(
+        &self,
+        event: &Inbound,
+        policy: &str,
+        application: &str,
+        action: &str,
+        outcome: Outcome,
+        reason: String,
+    ) {
+        let d = self.decision(event, policy, application, action, outcome, reason);
+        self.record(&d).await;
     }
 
     /// Record a final decision (once; a repeat after a restart is ignored).
@@ -415,15 +430,15 @@ impl Engine {
     async fn execute(self: Arc<Self>, job: Job) -> Finished {
         let set = self.policies.get();
         let Some(policy) = set.by_name(&job.policy) else {
-            let d = self.decision(
+            self.note(
                 &job.event,
                 &job.policy,
                 &job.target.to_string(),
                 "",
                 Outcome::Skipped,
                 "the policy was removed before it could act".into(),
-            );
-            self.record(&d).await;
+            )
+            .await;
             return Finished::Done(job);
         };
         let action = policy.action.name();
@@ -441,15 +456,15 @@ impl Engine {
         let app = match self.call(self.argocd.get(&job.target)).await {
             Ok(a) => a,
             Err(e) => {
-                let d = self.decision(
+                self.note(
                     &job.event,
                     &policy.name,
                     &app_key,
                     action,
                     Outcome::Failed,
                     format!("reading the application: {e}"),
-                );
-                self.record(&d).await;
+                )
+                .await;
                 return Finished::Done(job);
             }
         };
@@ -544,7 +559,6 @@ impl Engine {
             .await;
             return Finished::Done(job);
         }
-        // Claim before calling Argo CD: a second claim (a restart) finds it and stops.
         let mut d = self.decision(
             &job.event,
             &policy.name,
@@ -554,45 +568,122 @@ impl Engine {
             describe(&plan, action),
         );
         d.requests = requests;
+        if let Claim::Unavailable = self.act(&mut d, &job.target, &plan.steps).await {
+            let mut again = job;
+            again.due = Instant::now() + WAIT_POLL;
+            return Finished::Again(again);
+        }
+        Finished::Done(job)
+    }
+}
+
+/// Whether a decision could be claimed.
+enum Claim {
+    /// Claimed and carried out (its outcome is in the decision).
+    Done,
+    /// Decided before (a restart, or another sweep): nothing done.
+    Taken,
+    /// The store could not record the claim: nothing done, try later.
+    Unavailable,
+}
+
+impl Engine {
+    /// Claim `d` (outcome `acting`) before calling Argo CD, so that a second claim — after a
+    /// restart — finds it and stops; then carry out `steps` under the global ceiling and
+    /// record the outcome.
+    async fn act(&self, d: &mut NewDecision, target: &AppRef, steps: &[Step]) -> Claim {
+        d.outcome = Outcome::Acting;
         match self
             .store
-            .record_decision(&d, crate::delivery::now_ms())
+            .record_decision(d, crate::delivery::now_ms())
             .await
         {
             Ok(true) => {}
-            Ok(false) => return Finished::Done(job),
+            Ok(false) => return Claim::Taken,
             Err(e) => {
                 tracing::error!(error = %e, "cannot claim the decision; not acting");
-                let mut again = job;
-                again.due = Instant::now() + WAIT_POLL;
-                return Finished::Again(again);
+                return Claim::Unavailable;
             }
         }
-        let mut result = Ok(());
-        for step in &plan.steps {
-            if let Err(e) = self.call(self.argocd.execute(&job.target, step)).await {
-                result = Err(format!("{} failed: {e}", step.name()));
-                break;
-            }
-        }
-        match result {
-            Ok(()) => d.outcome = Outcome::Acted,
-            Err(reason) => {
+        d.outcome = Outcome::Acted;
+        for step in steps {
+            if let Err(e) = self.call(self.argocd.execute(target, step)).await {
                 d.outcome = Outcome::Failed;
-                d.reason = reason;
+                d.reason = format!("{}; {} failed: {e}", d.reason, step.name());
+                break;
             }
         }
         if let Err(e) = self
             .store
-            .settle_decision(&d, crate::delivery::now_ms())
+            .settle_decision(d, crate::delivery::now_ms())
             .await
         {
             tracing::error!(error = %e, "cannot record the decision outcome");
         }
-        metrics::decision(d.outcome.as_str(), action);
-        tracing::info!(policy = %d.policy, application = %d.application, action, outcome = d.outcome.as_str(),
-            reason = %d.reason, event = %d.event_id, "decision");
-        Finished::Done(job)
+        metrics::decision(d.outcome.as_str(), &d.action);
+        tracing::info!(policy = %d.policy, application = %d.application, action = %d.action,
+            outcome = d.outcome.as_str(), reason = %d.reason, event = %d.event_id, "decision");
+        Claim::Done
+    }
+
+    /// Delete expired preview Applications (made by createApplication with a ttl) every
+    /// `every`, until `stop`.
+    pub async fn sweep_previews(self: Arc<Self>, every: Duration, stop: CancellationToken) {
+        loop {
+            if let Err(e) = self.sweep_once(chrono::Utc::now()).await {
+                tracing::warn!(error = %e, "preview sweep failed; will retry");
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(every) => {}
+            }
+        }
+    }
+
+    /// One sweep: returns how many Applications were deleted.
+    pub async fn sweep_once(&self, now: chrono::DateTime<chrono::Utc>) -> Result<usize, ArgoError> {
+        let selector = format!("{}={}", plan::MANAGED_BY_LABEL, plan::MANAGED_BY);
+        let apps = self.call(self.argocd.list(&selector, None)).await?;
+        let mut deleted = 0;
+        for app in apps {
+            let Some(expires) = app["metadata"]["annotations"][plan::EXPIRES_ANNOTATION]
+                .as_str()
+                .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
+            else {
+                continue;
+            };
+            if expires > now {
+                continue;
+            }
+            let target = AppRef::of(&app);
+            let steps = [Step::Delete {
+                cascade: true,
+                propagation_policy: "foreground".into(),
+            }];
+            let mut d = NewDecision {
+                event_source: "/argocd-cdevents/preview-ttl".into(),
+                event_id: format!("{target}@{}", expires.to_rfc3339()),
+                event_type: "ttl.expired".into(),
+                policy: app["metadata"]["labels"][plan::POLICY_LABEL]
+                    .as_str()
+                    .unwrap_or("preview-ttl")
+                    .to_string(),
+                application: target.to_string(),
+                action: "deleteApplication".into(),
+                outcome: Outcome::Acting,
+                reason: format!("ttl expired at {}", expires.to_rfc3339()),
+                chain_id: app["metadata"]["annotations"][plan::CHAIN_ANNOTATION]
+                    .as_str()
+                    .map(str::to_string),
+                requests: serde_json::to_string(&[render(&steps[0], &target)]).unwrap_or_default(),
+            };
+            if let Claim::Done = self.act(&mut d, &target, &steps).await
+                && d.outcome == Outcome::Acted
+            {
+                deleted += 1;
+            }
+        }
+        Ok(deleted)
     }
 }
 

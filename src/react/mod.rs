@@ -19,9 +19,6 @@ pub mod simulate;
 #[cfg(test)]
 mod tests;
 
-use crate::argocd::ArgoCd;
-use crate::argocd::step::Step;
-use crate::store::{NewDecision, Outcome, Store};
 use crate::telemetry::metrics;
 use policy::{PolicyError, PolicySet};
 use std::path::PathBuf;
@@ -85,84 +82,4 @@ pub async fn watch_policies(
             }
         }
     }
-}
-
-/// Delete expired preview Applications (created by createApplication with a ttl).
-pub async fn sweep_previews(
-    store: Arc<dyn Store>,
-    argocd: Arc<dyn ArgoCd>,
-    every: Duration,
-    stop: CancellationToken,
-) {
-    loop {
-        if let Err(e) = sweep_once(store.as_ref(), argocd.as_ref(), chrono::Utc::now()).await {
-            tracing::warn!(error = %e, "preview sweep failed; will retry");
-        }
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(every) => {}
-        }
-    }
-}
-
-/// One sweep: returns how many Applications were deleted.
-pub async fn sweep_once(
-    store: &dyn Store,
-    argocd: &dyn ArgoCd,
-    now: chrono::DateTime<chrono::Utc>,
-) -> Result<usize, crate::argocd::ArgoError> {
-    let selector = format!("{}={}", plan::MANAGED_BY_LABEL, plan::MANAGED_BY);
-    let apps = argocd.list(&selector, None).await?;
-    let mut deleted = 0;
-    for app in apps {
-        let Some(expires) = app["metadata"]["annotations"][plan::EXPIRES_ANNOTATION]
-            .as_str()
-            .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
-        else {
-            continue;
-        };
-        if expires > now {
-            continue;
-        }
-        let target = matcher::AppRef::of(&app);
-        let step = Step::Delete {
-            cascade: true,
-            propagation_policy: "foreground".into(),
-        };
-        let mut d = NewDecision {
-            event_source: "/argocd-cdevents/preview-ttl".into(),
-            event_id: format!("{target}@{}", expires.to_rfc3339()),
-            event_type: "ttl.expired".into(),
-            policy: app["metadata"]["labels"][plan::POLICY_LABEL]
-                .as_str()
-                .unwrap_or("preview-ttl")
-                .to_string(),
-            application: target.to_string(),
-            action: "deleteApplication".into(),
-            outcome: Outcome::Acting,
-            reason: format!("ttl expired at {}", expires.to_rfc3339()),
-            chain_id: app["metadata"]["annotations"][plan::CHAIN_ANNOTATION]
-                .as_str()
-                .map(str::to_string),
-            requests: serde_json::to_string(&[crate::argocd::rest::render(&step, &target)])
-                .unwrap_or_default(),
-        };
-        let now_ms = crate::delivery::now_ms();
-        if !store.record_decision(&d, now_ms).await.unwrap_or(false) {
-            continue;
-        }
-        match argocd.execute(&target, &step).await {
-            Ok(()) => {
-                d.outcome = Outcome::Acted;
-                deleted += 1;
-            }
-            Err(e) => {
-                d.outcome = Outcome::Failed;
-                d.reason = format!("{}; delete failed: {e}", d.reason);
-            }
-        }
-        metrics::decision(d.outcome.as_str(), "deleteApplication");
-        let _ = store.settle_decision(&d, crate::delivery::now_ms()).await;
-    }
-    Ok(deleted)
 }
