@@ -304,15 +304,10 @@ pub mod metrics {
             .inc();
     }
 
-    /// One call to Argo CD; `result` is `success`, or the HTTP status / `error`, folded to
-    /// `refused` (an answer other than 2xx) or `error` (no answer).
-    pub fn argocd_request(operation: &str, result: &str, took: std::time::Duration) {
+    /// One call to Argo CD; `result` is `success`, `refused` (an answer other than 2xx) or
+    /// `error` (no answer).
+    pub fn argocd_request(operation: &str, result: &'static str, took: std::time::Duration) {
         let m = get();
-        let result = match result {
-            "ok" | "success" => "success",
-            "error" => "error",
-            _ => "refused",
-        };
         m.argocd_requests
             .get_or_create(&vec![
                 ("operation", operation.to_string()),

@@ -93,12 +93,11 @@ async fn measured<T>(
 ) -> Result<T, ArgoError> {
     let started = std::time::Instant::now();
     let out = call.await;
-    let result = match &out {
-        Ok(_) => "success",
-        Err(ArgoError::Refused { .. }) => "refused",
-        Err(_) => "error",
-    };
-    crate::telemetry::metrics::argocd_request(operation, result, started.elapsed());
+    crate::telemetry::metrics::argocd_request(
+        operation,
+        super::result_label(&out),
+        started.elapsed(),
+    );
     out
 }
 

@@ -35,6 +35,15 @@ pub enum ArgoError {
     Setup(String),
 }
 
+/// The `result` label of `argocd_requests_total` for a call's outcome.
+pub fn result_label<T>(r: &Result<T, ArgoError>) -> &'static str {
+    match r {
+        Ok(_) => "success",
+        Err(ArgoError::Refused { .. }) => "refused",
+        Err(_) => "error",
+    }
+}
+
 impl ArgoError {
     /// Argo CD says an operation is already running.
     pub fn is_operation_in_progress(&self) -> bool {

@@ -202,12 +202,11 @@ impl RestClient {
                 }
                 Err(e) => Err(ArgoError::Unavailable(without_url(&e))),
             };
-            let result_label = match &outcome {
-                Ok(_) => "ok".to_string(),
-                Err(ArgoError::Refused { status, .. }) => status.to_string(),
-                Err(_) => "error".to_string(),
-            };
-            crate::telemetry::metrics::argocd_request(operation, &result_label, started.elapsed());
+            crate::telemetry::metrics::argocd_request(
+                operation,
+                super::result_label(&outcome),
+                started.elapsed(),
+            );
             let retryable = match &outcome {
                 Err(ArgoError::Refused { status, .. }) => *status >= 500,
                 Err(ArgoError::Unavailable(_)) => true,

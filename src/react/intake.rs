@@ -226,25 +226,32 @@ impl Committer {
                         Err(_) => break,
                     }
                 }
-                let all: Vec<NewInbound> = group
-                    .iter()
-                    .flat_map(|(rows, _)| rows.iter().cloned())
-                    .collect();
-                let result = store.commit_inbox(&all, crate::delivery::now_ms()).await;
-                match result {
-                    Ok(fresh) => {
+                // Move the rows out (no copy of the payloads), keeping each request's count.
+                let mut all: Vec<NewInbound> = Vec::new();
+                let mut replies = Vec::with_capacity(group.len());
+                for (rows, reply) in group {
+                    replies.push((rows.len(), reply));
+                    all.extend(rows);
+                }
+                match store.commit_inbox(&all, crate::delivery::now_ms()).await {
+                    Ok(fresh) if fresh.len() == all.len() => {
                         if fresh.iter().any(|f| *f) {
                             notify.notify_one();
                         }
-                        let mut at = 0;
-                        for (rows, reply) in group {
-                            let part = fresh[at..at + rows.len()].to_vec();
-                            at += rows.len();
-                            let _ = reply.send(Ok(part));
+                        let mut fresh = fresh.into_iter();
+                        for (n, reply) in replies {
+                            let _ = reply.send(Ok(fresh.by_ref().take(n).collect()));
+                        }
+                    }
+                    Ok(_) => {
+                        for (_, reply) in replies {
+                            let _ = reply.send(Err(
+                                "the store answered for fewer events than it was given".into(),
+                            ));
                         }
                     }
                     Err(e) => {
-                        for (_, reply) in group {
+                        for (_, reply) in replies {
                             let _ = reply.send(Err(e.to_string()));
                         }
                     }
