@@ -662,13 +662,6 @@ async fn hostile_and_malformed_requests_get_the_right_answer_and_nothing_is_acte
     let now = chrono::Utc::now().timestamp();
     let bearer = format!("Bearer {CI_TOKEN}");
     let any = format!("Bearer {ANY_TOKEN}");
-    let ci = |ct: &'static str| -> Vec<(&'static str, String)> {
-        vec![
-            ("Content-Type", ct.to_string()),
-            ("Authorization", format!("Bearer {CI_TOKEN}")),
-        ]
-    };
-    let _ = ci;
     let art = artifact_packaged("2.0.0");
     let art_bytes = art.to_string().into_bytes();
     let incident = |service: &str, env: &str| {

@@ -3,6 +3,7 @@
 //! each one (CDEvents against their spec schema, the CloudEvent attributes against the
 //! CDEvent's context). Pure: no I/O, no clock; the HTTP handler calls it.
 
+use super::policy::PolicySet;
 use super::schema::{SchemaError, Schemas};
 use axum::http::HeaderMap;
 use cloudevents::event::{AttributesReader, Data};
@@ -173,9 +174,9 @@ impl Inbound {
     }
 
     /// Check a decoded event: a CDEvent must validate against its schema and agree with
-    /// its CloudEvent attributes; any other event is accepted only if `wanted` (a policy
-    /// asks for its type).
-    pub fn check(&self, schemas: &Schemas, wanted: bool) -> Result<(), InboundError> {
+    /// its CloudEvent attributes; any other event is accepted only if one of `policies`
+    /// asks for its type.
+    pub fn check(&self, schemas: &Schemas, policies: &PolicySet) -> Result<(), InboundError> {
         if self.is_cdevent() {
             if !self.data.is_object() {
                 return Err(bad(format!(
@@ -204,7 +205,7 @@ impl Inbound {
                 }
             }
             Ok(())
-        } else if wanted {
+        } else if policies.wants_type(&self.ty) {
             Ok(())
         } else {
             Err(bad(format!(

@@ -138,7 +138,7 @@ async fn receive(State(intake): State<Arc<Intake>>, headers: HeaderMap, body: Bo
             return auth_refusal(e);
         }
         if let Err(InboundError::BadRequest(m) | InboundError::UnsupportedMediaType(m)) =
-            ev.check(intake.schemas, policies.wants_type(&ev.ty))
+            ev.check(intake.schemas, &policies)
         {
             return refuse(StatusCode::BAD_REQUEST, "invalid", m);
         }

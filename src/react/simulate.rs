@@ -57,7 +57,7 @@ pub fn simulate(
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<Vec<Simulated>, String> {
     event
-        .check(Schemas::get(), set.wants_type(&event.ty))
+        .check(Schemas::get(), set)
         .map_err(|e| e.to_string())?;
     let mut out = Vec::new();
     for m in matcher::match_event(set, event, default_namespace) {
