@@ -34,6 +34,58 @@ pub struct Config {
     /// The react flow (CloudEvents in, policies, Argo CD actions); absent: off.
     #[serde(default)]
     pub react: Option<ReactConfig>,
+    /// HTTPS on `listen` (absent: plain HTTP, e.g. behind a TLS-terminating ingress).
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+    #[serde(default)]
+    pub http: HttpConfig,
+}
+
+/// HTTPS for the listener. The files are PEM and are re-read when they change (certificate
+/// rotation by cert-manager or a Secret update needs no restart).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TlsConfig {
+    /// The server certificate chain (leaf first).
+    pub cert_file: PathBuf,
+    /// Its private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+    /// CA bundle that client certificates are verified against. With it, a client may
+    /// present a certificate; `react.clients[].certificate` names the ones that authenticate.
+    #[serde(default)]
+    pub client_ca_file: Option<PathBuf>,
+    /// Refuse events (401) from connections without a verified client certificate, whatever
+    /// other credential they carry. `/healthz`, `/readyz` and `/metrics` stay open to probes.
+    #[serde(default)]
+    pub require_client_certificate: bool,
+    /// How often the files are checked for changes.
+    #[serde(default = "d_30s")]
+    pub reload_interval: HumanDuration,
+}
+
+/// Limits on how slowly a client may talk.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct HttpConfig {
+    /// A connection that has not sent a whole request head in this time is closed.
+    #[serde(default = "d_10s")]
+    pub header_read_timeout: HumanDuration,
+    /// An event request whose body has not arrived in this time gets 408.
+    #[serde(default = "d_30s")]
+    pub body_read_timeout: HumanDuration,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            header_read_timeout: d_10s(),
+            body_read_timeout: d_30s(),
+        }
+    }
+}
+
+fn d_30s() -> HumanDuration {
+    HumanDuration(Duration::from_secs(30))
 }
 
 fn default_listen() -> SocketAddr {
@@ -50,6 +102,8 @@ impl Default for Config {
             delivery: DeliveryConfig::default(),
             sinks: Vec::new(),
             react: None,
+            tls: None,
+            http: HttpConfig::default(),
         }
     }
 }
@@ -340,6 +394,9 @@ pub struct ClientConfig {
     pub bearer: Option<SecretRef>,
     #[serde(default)]
     pub hmac: Option<HmacConfig>,
+    /// Authenticates by a client certificate (verified against `tls.clientCaFile`).
+    #[serde(default)]
+    pub certificate: Option<CertificateIdentity>,
     /// CloudEvent `source` globs this client may use.
     pub sources: Vec<String>,
     /// Event type patterns this client may send (a type without version matches all versions).
@@ -357,6 +414,14 @@ pub struct SecretRef {
     pub token_env: Option<String>,
     #[serde(default)]
     pub token_file: Option<PathBuf>,
+}
+
+/// Which client certificate is this client: one its subjectAltName is valid for.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CertificateIdentity {
+    /// A DNS name the certificate must be valid for (checked as TLS checks a server name).
+    pub dns_name: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -727,6 +792,23 @@ impl Config {
         }
         if let Some(react) = &self.react {
             react.validate(self.listen)?;
+            let with_cert = react.clients.iter().position(|c| c.certificate.is_some());
+            if let Some(i) = with_cert
+                && self.tls.as_ref().is_none_or(|t| t.client_ca_file.is_none())
+            {
+                return Err(format!(
+                    "react.clients[{i}].certificate: needs tls.clientCaFile (the CA that client certificates are verified against)"
+                ));
+            }
+        }
+        if let Some(tls) = &self.tls
+            && tls.require_client_certificate
+            && tls.client_ca_file.is_none()
+        {
+            return Err("tls.requireClientCertificate: needs tls.clientCaFile".into());
+        }
+        if self.http.header_read_timeout.0.is_zero() || self.http.body_read_timeout.0.is_zero() {
+            return Err("http: read timeouts must be longer than zero".into());
         }
         Ok(())
     }
@@ -788,22 +870,34 @@ impl ReactConfig {
                     c.name
                 ));
             }
-            match (&c.bearer, &c.hmac) {
-                (Some(b), None) => {
+            match (&c.bearer, &c.hmac, &c.certificate) {
+                (None, None, Some(id)) => {
+                    if webpki_name(&id.dns_name).is_none() {
+                        return Err(format!(
+                            "{at}.certificate.dnsName: {:?} is not a DNS name",
+                            id.dns_name
+                        ));
+                    }
+                }
+                (Some(b), None, None) => {
                     if b.token_env.is_some() == b.token_file.is_some() {
                         return Err(format!(
                             "{at}.bearer: set exactly one of tokenEnv and tokenFile"
                         ));
                     }
                 }
-                (None, Some(h)) => {
+                (None, Some(h), None) => {
                     if h.secret_env.is_some() == h.secret_file.is_some() {
                         return Err(format!(
                             "{at}.hmac: set exactly one of secretEnv and secretFile"
                         ));
                     }
                 }
-                _ => return Err(format!("{at}: set exactly one of bearer and hmac")),
+                _ => {
+                    return Err(format!(
+                        "{at}: set exactly one of bearer, hmac and certificate"
+                    ));
+                }
             }
             if c.sources.is_empty() {
                 return Err(format!(
@@ -820,6 +914,14 @@ impl ReactConfig {
             return Err("react.argocd.namespace: must not be empty".into());
         }
         Ok(())
+    }
+}
+
+/// `name` as a DNS name a certificate can be checked against.
+pub fn webpki_name(name: &str) -> Option<rustls_pki_types::ServerName<'static>> {
+    match rustls_pki_types::DnsName::try_from(name) {
+        Ok(dns) => Some(rustls_pki_types::ServerName::DnsName(dns.to_owned())),
+        Err(_) => None,
     }
 }
 

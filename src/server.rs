@@ -53,6 +53,8 @@ pub enum RunError {
     Endpoint(#[from] crate::argocd::EndpointError),
     #[error(transparent)]
     Argo(#[from] crate::argocd::ArgoError),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// The Argo CD backend the react flow acts through.
@@ -117,6 +119,11 @@ pub async fn run(
     env: Env,
     shutdown: CancellationToken,
 ) -> Result<(), RunError> {
+    // Certificates first: a bad file stops the start before anything else runs.
+    let tls = match &config.tls {
+        Some(t) => Some((t.clone(), crate::tls::load(t)?)),
+        None => None,
+    };
     let store = store::open(&config.store).await?;
     let states = store.load_app_states().await?;
     tracing::info!(apps = states.len(), store = ?config.store, "store opened");
@@ -223,6 +230,11 @@ pub async fn run(
                 schemas,
                 committer,
                 body_limit: rc.body_limit.0,
+                body_timeout: config.http.body_read_timeout.0,
+                require_client_certificate: config
+                    .tls
+                    .as_ref()
+                    .is_some_and(|t| t.require_client_certificate),
             }))
         }
     };
@@ -233,11 +245,39 @@ pub async fn run(
         .route("/metrics", get(metrics_handler))
         .with_state(state)
         .merge(events);
-    tracing::info!(addr = %listener.local_addr()?, "listening");
+    let addr = listener.local_addr()?;
+    let handle = axum_server::Handle::new();
+    let on_stop = handle.clone();
     let serve_stop = shutdown.clone();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { serve_stop.cancelled().await })
-        .await?;
+    tokio::spawn(async move {
+        serve_stop.cancelled().await;
+        on_stop.graceful_shutdown(None);
+    });
+    let listener = listener.into_std()?;
+    let header_timeout = config.http.header_read_timeout.0;
+    match tls {
+        None => {
+            tracing::info!(%addr, "listening (http)");
+            let mut server = axum_server::from_tcp(listener)?.handle(handle);
+            limit_headers(server.http_builder(), header_timeout);
+            server.serve(app.into_make_service()).await?;
+        }
+        Some((tls_cfg, (live, fingerprint))) => {
+            let with_ca = tls_cfg.client_ca_file.is_some();
+            workers.spawn(crate::tls::watch(
+                live.clone(),
+                tls_cfg,
+                fingerprint,
+                work_stop.clone(),
+            ));
+            tracing::info!(%addr, client_certificates = with_ca, "listening (https)");
+            let mut server = axum_server::from_tcp(listener)?
+                .acceptor(crate::tls::CertAcceptor::new(live))
+                .handle(handle);
+            limit_headers(server.http_builder(), header_timeout);
+            server.serve(app.into_make_service()).await?;
+        }
+    }
 
     // Drain: stop taking new work, let in-flight deliveries finish.
     tracing::info!("shutting down; draining in-flight deliveries");
@@ -257,6 +297,18 @@ pub async fn run(
         );
     }
     Ok(())
+}
+
+/// A connection that has not sent a whole request head within `timeout` is closed (slow
+/// header attacks hold no connection open for long).
+fn limit_headers(
+    builder: &mut hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>,
+    timeout: std::time::Duration,
+) {
+    builder
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(timeout);
 }
 
 async fn readyz(State(s): State<AppState>) -> impl IntoResponse {

@@ -188,23 +188,7 @@ pub fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Check(args) => match load(&args) {
-            Ok(config) => match &config.react {
-                None => {
-                    println!("configuration is valid");
-                    ExitCode::SUCCESS
-                }
-                Some(rc) => match crate::react::policy::load_dir(&rc.policies) {
-                    Ok(set) => {
-                        println!(
-                            "configuration is valid; {} policies in {} compile",
-                            set.len(),
-                            rc.policies.display()
-                        );
-                        ExitCode::SUCCESS
-                    }
-                    Err(e) => fail(2, &e),
-                },
-            },
+            Ok(config) => check(&config),
             Err(e) => fail(2, &e),
         },
         Command::Policy(cmd) => policy(cmd),
@@ -213,6 +197,30 @@ pub fn main() -> ExitCode {
         Command::Serve(args) => with_runtime(serve(args)),
         Command::Outbox(cmd) => with_runtime(outbox(cmd)),
         Command::Incidents(cmd) => with_runtime(incidents(cmd)),
+    }
+}
+
+/// `check`: the config has parsed; the files it names must load too (certificates, policies).
+fn check(config: &Config) -> ExitCode {
+    if let Some(Err(e)) = config.tls.as_ref().map(crate::tls::load) {
+        return fail(2, &e);
+    }
+    match &config.react {
+        None => {
+            println!("configuration is valid");
+            ExitCode::SUCCESS
+        }
+        Some(rc) => match crate::react::policy::load_dir(&rc.policies) {
+            Ok(set) => {
+                println!(
+                    "configuration is valid; {} policies in {} compile",
+                    set.len(),
+                    rc.policies.display()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(2, &e),
+        },
     }
 }
 

@@ -47,6 +47,8 @@ enum Credential {
         secret: Vec<u8>,
         window: Duration,
     },
+    /// A client certificate (already verified against the CA by rustls) valid for this name.
+    Certificate(rustls_pki_types::ServerName<'static>),
 }
 
 pub struct Client {
@@ -119,6 +121,13 @@ impl Clients {
                 message,
             };
             let credential = match (&c.bearer, &c.hmac) {
+                (None, None) if c.certificate.is_some() => {
+                    let name = c.certificate.as_ref().map(|id| id.dns_name.as_str());
+                    Credential::Certificate(
+                        name.and_then(crate::config::webpki_name)
+                            .ok_or_else(|| fail("certificate.dnsName is not a DNS name".into()))?,
+                    )
+                }
                 (Some(b), _) => Credential::Bearer(sha(read_secret(
                     env,
                     b.token_env.as_ref(),
@@ -140,7 +149,7 @@ impl Clients {
             .iter()
             .filter_map(|c| match &c.credential {
                 Credential::Hmac { window, .. } => i64::try_from(window.as_secs()).ok(),
-                Credential::Bearer(_) => None,
+                Credential::Bearer(_) | Credential::Certificate(_) => None,
             })
             .max()
             .unwrap_or(0);
@@ -152,12 +161,15 @@ impl Clients {
         })
     }
 
-    /// Identify the caller. `now_s` is the current Unix time in seconds.
+    /// Identify the caller. `now_s` is the current Unix time in seconds; `peer` is the client
+    /// certificate of the connection (verified against the CA), if it showed one. A bearer
+    /// token or an HMAC signature names the client first; otherwise the certificate does.
     pub fn authenticate(
         &self,
         headers: &HeaderMap,
         body: &[u8],
         now_s: i64,
+        peer: Option<&rustls_pki_types::CertificateDer<'_>>,
     ) -> Result<Option<&Client>, AuthError> {
         let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
         if let Some(auth) = header("authorization") {
@@ -231,11 +243,31 @@ impl Clients {
             self.remember(sha(&sig), ts, now_s)?;
             return Ok(Some(client));
         }
+        if let Some(der) = peer {
+            let cert = webpki::EndEntityCert::try_from(der).map_err(|e| {
+                AuthError::Unauthenticated(format!("unreadable client certificate: {e}"))
+            })?;
+            return self
+                .clients
+                .iter()
+                .find(|c| match &c.credential {
+                    Credential::Certificate(name) => {
+                        cert.verify_is_valid_for_subject_name(name).is_ok()
+                    }
+                    _ => false,
+                })
+                .map(Some)
+                .ok_or_else(|| {
+                    AuthError::Unauthenticated(
+                        "the client certificate is not valid for the dnsName of any client".into(),
+                    )
+                });
+        }
         if self.allow_unauthenticated {
             return Ok(None);
         }
         Err(AuthError::Unauthenticated(
-            "credentials required: Authorization: Bearer <token>, or an HMAC signature".into(),
+            "credentials required: Authorization: Bearer <token>, an HMAC signature, or a client certificate".into(),
         ))
     }
 

@@ -11,6 +11,8 @@ use super::inbound::{self, Inbound, InboundError};
 use super::schema::Schemas;
 use crate::store::{NewInbound, Store};
 use crate::telemetry::metrics;
+use crate::tls::PeerCertificate;
+use axum::Extension;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::State;
@@ -22,8 +24,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{Notify, mpsc, oneshot};
 
-/// How long a client may take to send its body.
-const READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// Most requests folded into one commit.
 const GROUP_MAX: usize = 512;
 
@@ -33,6 +33,10 @@ pub struct Intake {
     pub schemas: &'static Schemas,
     pub committer: Committer,
     pub body_limit: usize,
+    /// How long a client may take to send its body (`http.bodyReadTimeout`).
+    pub body_timeout: Duration,
+    /// Events need a verified client certificate (`tls.requireClientCertificate`).
+    pub require_client_certificate: bool,
 }
 
 fn refuse(status: StatusCode, reason: &'static str, message: impl Into<String>) -> Response {
@@ -78,7 +82,18 @@ async fn handshake(headers: HeaderMap) -> Response {
     resp
 }
 
-async fn receive(State(intake): State<Arc<Intake>>, headers: HeaderMap, body: Body) -> Response {
+async fn receive(
+    State(intake): State<Arc<Intake>>,
+    peer: Option<Extension<PeerCertificate>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let peer = peer.and_then(|Extension(PeerCertificate(c))| c);
+    if intake.require_client_certificate && peer.is_none() {
+        return auth_refusal(AuthError::Unauthenticated(
+            "a client certificate is required (tls.requireClientCertificate)".into(),
+        ));
+    }
     let limit = intake.body_limit;
     if let Some(len) = headers
         .get(header::CONTENT_LENGTH)
@@ -92,25 +107,29 @@ async fn receive(State(intake): State<Arc<Intake>>, headers: HeaderMap, body: Bo
             format!("body of {len} bytes is over the limit of {limit} bytes"),
         );
     }
-    let bytes = match tokio::time::timeout(READ_TIMEOUT, axum::body::to_bytes(body, limit)).await {
-        Err(_) => {
-            return refuse(
-                StatusCode::REQUEST_TIMEOUT,
-                "invalid",
-                "the body was not received in time",
-            );
-        }
-        Ok(Err(_)) => {
-            return refuse(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "too_large",
-                format!("body is over the limit of {limit} bytes"),
-            );
-        }
-        Ok(Ok(b)) => b,
-    };
+    let bytes =
+        match tokio::time::timeout(intake.body_timeout, axum::body::to_bytes(body, limit)).await {
+            Err(_) => {
+                return refuse(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "invalid",
+                    "the body was not received in time",
+                );
+            }
+            Ok(Err(_)) => {
+                return refuse(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "too_large",
+                    format!("body is over the limit of {limit} bytes"),
+                );
+            }
+            Ok(Ok(b)) => b,
+        };
     let now_s = chrono::Utc::now().timestamp();
-    let client = match intake.clients.authenticate(&headers, &bytes, now_s) {
+    let client = match intake
+        .clients
+        .authenticate(&headers, &bytes, now_s, peer.as_ref())
+    {
         Ok(c) => c,
         Err(e) => return auth_refusal(e),
     };

@@ -3,6 +3,7 @@
 
 Usage: send_event.py --url URL --mode binary|structured --event FILE
                      [--token TOKEN | --hmac-client NAME --hmac-secret SECRET]
+                     [--cacert PEM [--cert PEM --key PEM]]   (HTTPS, optionally a client certificate)
 FILE holds a CDEvent (JSON); the CloudEvent attributes come from its context, as the
 CDEvents CloudEvents binding says. Prints {"status": <int>, "body": <text>} on one line.
 """
@@ -10,6 +11,7 @@ import argparse
 import hashlib
 import hmac
 import json
+import ssl
 import sys
 import time
 import urllib.error
@@ -26,6 +28,9 @@ def main() -> int:
     p.add_argument("--token")
     p.add_argument("--hmac-client")
     p.add_argument("--hmac-secret")
+    p.add_argument("--cacert")
+    p.add_argument("--cert")
+    p.add_argument("--key")
     a = p.parse_args()
 
     with open(a.event, encoding="utf-8") as f:
@@ -53,8 +58,13 @@ def main() -> int:
         headers["X-CDEvents-Timestamp"] = ts
         headers["X-CDEvents-Signature"] = "sha256=" + mac.hexdigest()
     req = urllib.request.Request(a.url, data=body, headers=headers, method="POST")
+    context = None
+    if a.cacert:
+        context = ssl.create_default_context(cafile=a.cacert)
+        if a.cert:
+            context.load_cert_chain(a.cert, a.key)
     try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
+        with urllib.request.urlopen(req, timeout=10, context=context) as resp:
             status, text = resp.status, resp.read().decode()
     except urllib.error.HTTPError as e:
         status, text = e.code, e.read().decode()

@@ -2,6 +2,7 @@
 //! doubles (a fake Argo CD, a fake Kubernetes API) and a recording CloudEvents receiver.
 #![allow(dead_code)]
 
+pub mod certs;
 pub mod fake_argocd;
 pub mod fake_kube;
 pub mod gateway;
