@@ -203,8 +203,11 @@ pub async fn run(
             let argocd = argocd_backend(rc, &policies, &env).await?;
             let handle = PolicyHandle::new(policies);
             let clients = react::auth::Clients::from_config(rc, &|k| env(k))?;
-            let notify = Arc::new(Notify::new());
-            let committer = intake::Committer::start(store.clone(), notify.clone());
+            // One owner id per process for the inbox claims: the intake commits rows claimed
+            // for it and hands them to the engine, which renews the claims.
+            let owner = react::engine::owner_id(env("HOSTNAME").as_deref());
+            let (handoff, handed) = tokio::sync::mpsc::unbounded_channel();
+            let committer = intake::Committer::start(store.clone(), owner.clone(), handoff);
             let engine = Arc::new(Engine::new(
                 store.clone(),
                 argocd,
@@ -212,7 +215,7 @@ pub async fn run(
                 rc.argocd.namespace.clone(),
                 rc.argocd.rate,
             ));
-            workers.spawn(engine.clone().run(notify, work_stop.clone()));
+            workers.spawn(engine.clone().run(owner, handed, work_stop.clone()));
             workers.spawn(react::watch_policies(
                 handle.clone(),
                 rc.policies.clone(),

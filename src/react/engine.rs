@@ -4,6 +4,11 @@
 //! to Argo CD under a global ceiling. Every decision is recorded; a decision is claimed in
 //! the store before Argo CD is called, so an event is never acted on twice, even across a
 //! restart. Inbox rows are marked done when all their jobs are decided.
+//!
+//! Rows reach the engine two ways: the intake of this gateway hands over the rows it
+//! committed (already claimed for this gateway's owner id), and the engine claims rows from
+//! the store every few seconds (those of a stopped gateway, or whose claim expired). It
+//! renews its claims while it holds rows.
 
 use super::PolicyHandle;
 use super::inbound::Inbound;
@@ -13,14 +18,14 @@ use super::policy::{InProgress, Policy};
 use crate::argocd::rest::render;
 use crate::argocd::step::Step;
 use crate::argocd::{ArgoCd, ArgoError};
-use crate::store::{NewDecision, Outcome, Store};
+use crate::store::{InboxClaim, InboxRow, NewDecision, Outcome, Store};
 use crate::telemetry::metrics;
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
 use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -30,6 +35,24 @@ use tracing::Instrument;
 const WAIT_POLL: Duration = Duration::from_secs(2);
 /// Jobs in flight at once (each on a different application).
 const CONCURRENCY: usize = 64;
+/// How long a claim on inbox rows holds (unix ms) before another gateway may take them.
+pub const CLAIM_HOLD_MS: i64 = 60_000;
+/// How often the claims of this gateway are renewed (well within [`CLAIM_HOLD_MS`]).
+const RENEW_EVERY: Duration = Duration::from_secs(20);
+/// How often unclaimed or expired inbox rows are claimed from the store.
+const CLAIM_EVERY: Duration = Duration::from_secs(5);
+/// Inbox rows claimed at once.
+const CLAIM_PAGE: i64 = 256;
+/// Shared store: an `acting` decision older than this is taken as interrupted.
+const INTERRUPTED_AFTER_MS: i64 = 10 * 60 * 1000;
+/// Shared store: how often interrupted decisions are looked for.
+const SETTLE_EVERY: Duration = Duration::from_secs(60);
+
+/// An owner id for the claims of this process: `<hostname>-<uuid>`.
+pub fn owner_id(hostname: Option<&str>) -> String {
+    let host = hostname.filter(|h| !h.is_empty()).unwrap_or("gateway");
+    format!("{host}-{}", uuid::Uuid::new_v4())
+}
 
 /// A policy's `rateLimit`, with the limiter keyed by application.
 type PolicyLimiter = (crate::config::Rate, Arc<DefaultKeyedRateLimiter<String>>);
@@ -96,18 +119,24 @@ impl Engine {
         f.await
     }
 
-    /// Run until `stop`; `notify` is woken when new events are committed.
-    pub async fn run(self: Arc<Self>, notify: Arc<Notify>, stop: CancellationToken) {
-        match self
-            .store
-            .settle_interrupted(crate::delivery::now_ms())
-            .await
-        {
-            Ok(0) => {}
-            Ok(n) => tracing::warn!(n, "decisions interrupted by the last stop marked failed"),
-            Err(e) => tracing::error!(error = %e, "cannot settle interrupted decisions"),
-        }
-        let mut cursor = 0i64;
+    /// Run until `stop`, deciding the inbox rows claimed for `owner`: those the intake
+    /// hands over on `handoff`, and those claimed from the store.
+    pub async fn run(
+        self: Arc<Self>,
+        owner: String,
+        mut handoff: mpsc::UnboundedReceiver<InboxRow>,
+        stop: CancellationToken,
+    ) {
+        let shared = self.store.shared();
+        self.settle_interrupted(shared).await;
+        let claim = |now_ms: i64| InboxClaim {
+            owner: owner.clone(),
+            until_ms: now_ms.saturating_add(CLAIM_HOLD_MS),
+        };
+        let mut claim_due = Instant::now();
+        let mut renew_due = Instant::now() + RENEW_EVERY;
+        let mut settle_due = Instant::now() + SETTLE_EVERY;
+        let mut arrived: Vec<InboxRow> = Vec::new();
         let mut queue: HashMap<(String, AppRef), Job> = HashMap::new();
         let mut busy: HashMap<(String, AppRef), ()> = HashMap::new();
         let mut outstanding: HashMap<i64, usize> = HashMap::new();
@@ -116,38 +145,68 @@ impl Engine {
         // Inbox rows fully decided, marked done together once per turn of the loop.
         let mut done_rows: Vec<i64> = Vec::new();
         loop {
-            // 1. New inbox rows.
-            match self.store.pending_inbox(cursor, 256).await {
-                Ok(rows) => {
-                    for row in &rows {
-                        cursor = cursor.max(row.seq);
-                        let event: Inbound = match serde_json::from_str(&row.payload) {
-                            Ok(e) => e,
-                            Err(e) => {
-                                tracing::error!(seq = row.seq, error = %e, "unreadable inbox row; marked done");
-                                let _ = self
-                                    .store
-                                    .finish_inbox(row.seq, crate::delivery::now_ms())
-                                    .await;
-                                continue;
-                            }
-                        };
-                        let jobs = self.jobs_for(row.seq, Arc::new(event)).await;
-                        if jobs.is_empty() {
-                            let _ = self
-                                .store
-                                .finish_inbox(row.seq, crate::delivery::now_ms())
-                                .await;
-                        }
-                        for job in jobs {
-                            self.enqueue(job, &mut queue, &mut outstanding).await;
-                        }
+            // 1. New inbox rows: handed over by the intake, and claimed from the store.
+            while let Ok(row) = handoff.try_recv() {
+                arrived.push(row);
+            }
+            let mut rows = std::mem::take(&mut arrived);
+            let mut full_page = false;
+            if Instant::now() >= claim_due {
+                let now_ms = crate::delivery::now_ms();
+                match self
+                    .store
+                    .claim_inbox(&claim(now_ms), now_ms, CLAIM_PAGE)
+                    .await
+                {
+                    Ok(claimed) => {
+                        full_page = claimed.len() as i64 == CLAIM_PAGE;
+                        rows.extend(claimed);
                     }
-                    if rows.len() == 256 {
+                    Err(e) => tracing::error!(error = %e, "claiming inbox rows failed"),
+                }
+                claim_due = Instant::now() + CLAIM_EVERY;
+            }
+            rows.sort_by_key(|r| r.seq);
+            for row in &rows {
+                let event: Inbound = match serde_json::from_str(&row.payload) {
+                    Ok(e) => e,
+                    Err(e) => {
+                        tracing::error!(seq = row.seq, error = %e, "unreadable inbox row; marked done");
+                        let _ = self
+                            .store
+                            .finish_inbox(row.seq, crate::delivery::now_ms())
+                            .await;
                         continue;
                     }
+                };
+                let jobs = self.jobs_for(row.seq, Arc::new(event)).await;
+                if jobs.is_empty() {
+                    let _ = self
+                        .store
+                        .finish_inbox(row.seq, crate::delivery::now_ms())
+                        .await;
                 }
-                Err(e) => tracing::error!(error = %e, "reading the inbox failed"),
+                for job in jobs {
+                    self.enqueue(job, &mut queue, &mut outstanding).await;
+                }
+            }
+            if full_page {
+                claim_due = Instant::now();
+                continue;
+            }
+            if Instant::now() >= renew_due {
+                if let Err(e) = self
+                    .store
+                    .renew_inbox_claims(&claim(crate::delivery::now_ms()))
+                    .await
+                {
+                    tracing::error!(error = %e, "cannot renew the claims on inbox rows");
+                }
+                renew_due = Instant::now() + RENEW_EVERY;
+            }
+            if shared && Instant::now() >= settle_due {
+                self.settle_interrupted(shared).await;
+                settle_due = Instant::now() + SETTLE_EVERY;
             }
             if !done_rows.is_empty() {
                 if let Err(e) = self
@@ -183,11 +242,16 @@ impl Engine {
                 );
             }
             // 3. Wait for something to do.
-            let next_due = queue.values().map(|j| j.due).min();
-            let sleep_until = next_due.unwrap_or(now + Duration::from_secs(5));
+            let mut sleep_until = claim_due.min(renew_due);
+            if shared {
+                sleep_until = sleep_until.min(settle_due);
+            }
+            if let Some(next_due) = queue.values().map(|j| j.due).min() {
+                sleep_until = sleep_until.min(next_due);
+            }
             tokio::select! {
                 _ = stop.cancelled() => break,
-                _ = notify.notified() => {}
+                Some(row) = handoff.recv() => arrived.push(row),
                 _ = tokio::time::sleep_until(sleep_until) => {}
                 Some(done) = running.join_next(), if !running.is_empty() => {
                     match done {
@@ -225,6 +289,25 @@ impl Engine {
             .store
             .finish_inbox_many(&done_rows, crate::delivery::now_ms())
             .await;
+    }
+
+    /// Mark `acting` decisions left by a stopped gateway failed: all of them on a store of
+    /// one gateway, those older than [`INTERRUPTED_AFTER_MS`] on a shared one.
+    async fn settle_interrupted(&self, shared: bool) {
+        let now_ms = crate::delivery::now_ms();
+        let before_ms = if shared {
+            now_ms.saturating_sub(INTERRUPTED_AFTER_MS)
+        } else {
+            now_ms
+        };
+        match self.store.settle_interrupted(before_ms, now_ms).await {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(
+                n,
+                "decisions interrupted by a stopped gateway marked failed"
+            ),
+            Err(e) => tracing::error!(error = %e, "cannot settle interrupted decisions"),
+        }
     }
 
     async fn enqueue(

@@ -9,7 +9,7 @@ use super::PolicyHandle;
 use super::auth::{AuthError, Clients};
 use super::inbound::{self, Inbound, InboundError};
 use super::schema::Schemas;
-use crate::store::{NewInbound, Store};
+use crate::store::{InboxClaim, InboxRow, NewInbound, Store};
 use crate::telemetry::metrics;
 use crate::tls::PeerCertificate;
 use axum::Extension;
@@ -22,7 +22,7 @@ use axum::routing::post;
 use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 
 /// Most requests folded into one commit.
 const GROUP_MAX: usize = 512;
@@ -166,9 +166,9 @@ async fn receive(
     let rows: Vec<NewInbound> = events.iter().map(|ev| row(ev, client_name)).collect();
     match intake.committer.commit(rows).await {
         Ok(fresh) => {
-            let accepted = fresh.iter().filter(|f| **f).count();
+            let accepted = fresh.iter().filter(|f| f.is_some()).count();
             for (ev, new) in events.iter().zip(&fresh) {
-                if *new {
+                if new.is_some() {
                     metrics::event_received(&ev.ty);
                 } else {
                     metrics::event_deduplicated();
@@ -223,18 +223,24 @@ fn auth_refusal(e: AuthError) -> Response {
     }
 }
 
-type CommitReply = oneshot::Sender<Result<Vec<bool>, String>>;
+type CommitReply = oneshot::Sender<Result<Vec<Option<i64>>, String>>;
 
 /// Group commit: requests arriving while a commit runs are committed together in the next
-/// transaction, so durability costs one fsync per group, not per request.
+/// transaction, so durability costs one fsync per group, not per request. New rows are
+/// committed claimed by this gateway (`owner`) and handed to its engine.
 #[derive(Clone)]
 pub struct Committer {
     tx: mpsc::Sender<(Vec<NewInbound>, CommitReply)>,
 }
 
 impl Committer {
-    /// Start the committer task; `notify` is woken after each commit with new events.
-    pub fn start(store: Arc<dyn Store>, notify: Arc<Notify>) -> Committer {
+    /// Start the committer task; new rows are claimed for `owner` (the engine of this
+    /// gateway, which renews the claims) and sent to `handoff`.
+    pub fn start(
+        store: Arc<dyn Store>,
+        owner: String,
+        handoff: mpsc::UnboundedSender<InboxRow>,
+    ) -> Committer {
         let (tx, mut rx) = mpsc::channel::<(Vec<NewInbound>, CommitReply)>(4096);
         tokio::spawn(async move {
             while let Some(first) = rx.recv().await {
@@ -252,10 +258,26 @@ impl Committer {
                     replies.push((rows.len(), reply));
                     all.extend(rows);
                 }
-                match store.commit_inbox(&all, crate::delivery::now_ms()).await {
+                let now_ms = crate::delivery::now_ms();
+                let claim = InboxClaim {
+                    owner: owner.clone(),
+                    until_ms: now_ms.saturating_add(super::engine::CLAIM_HOLD_MS),
+                };
+                match store.commit_inbox(&all, now_ms, &claim).await {
                     Ok(fresh) if fresh.len() == all.len() => {
-                        if fresh.iter().any(|f| *f) {
-                            notify.notify_one();
+                        for (e, seq) in all.into_iter().zip(&fresh) {
+                            if let Some(seq) = *seq {
+                                let _ = handoff.send(InboxRow {
+                                    seq,
+                                    source: e.source,
+                                    event_id: e.event_id,
+                                    event_type: e.event_type,
+                                    client: e.client,
+                                    payload: e.payload,
+                                    received_at: now_ms,
+                                    status: "pending".into(),
+                                });
+                            }
                         }
                         let mut fresh = fresh.into_iter();
                         for (n, reply) in replies {
@@ -280,7 +302,7 @@ impl Committer {
         Committer { tx }
     }
 
-    pub async fn commit(&self, rows: Vec<NewInbound>) -> Result<Vec<bool>, String> {
+    pub async fn commit(&self, rows: Vec<NewInbound>) -> Result<Vec<Option<i64>>, String> {
         let (reply, wait) = oneshot::channel();
         self.tx
             .send((rows, reply))

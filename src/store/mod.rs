@@ -147,6 +147,15 @@ pub struct InboxRow {
     pub status: String,
 }
 
+/// Who holds claimed inbox rows, and until when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InboxClaim {
+    /// The gateway process (one id per process, e.g. `<hostname>-<uuid>`).
+    pub owner: String,
+    /// Unix ms; after it, another gateway may claim the rows.
+    pub until_ms: i64,
+}
+
 /// What happened to one (event, policy, application).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, sqlx::Type)]
 #[serde(rename_all = "kebab-case")]
@@ -248,15 +257,29 @@ pub trait Store: Send + Sync + 'static {
     /// A cheap round trip, for `/readyz`.
     async fn ping(&self) -> Result<(), StoreError>;
 
-    /// Commit received events in one transaction. Returns, per event, whether it is new
-    /// (`false`: the same source + id was received before, or earlier in this batch).
+    /// Commit received events in one transaction (all or nothing). New rows are inserted
+    /// already claimed by `claim`: the gateway that received them decides them. Returns, per
+    /// event, `Some(seq)` for a new row, `None` for a duplicate (the same source + id was
+    /// received before, or earlier in this batch).
     async fn commit_inbox(
         &self,
         events: &[NewInbound],
         now_ms: i64,
-    ) -> Result<Vec<bool>, StoreError>;
-    /// Pending inbox rows after `after_seq`, oldest first.
-    async fn pending_inbox(&self, after_seq: i64, limit: i64) -> Result<Vec<InboxRow>, StoreError>;
+        claim: &InboxClaim,
+    ) -> Result<Vec<Option<i64>>, StoreError>;
+    /// Claim up to `limit` pending rows for `claim`, oldest first, and return them: rows that
+    /// are unclaimed or whose claim expired (`claimed_until < now_ms`). Rows `claim.owner`
+    /// already holds are not returned again. PostgreSQL: two gateways never get the same
+    /// row. SQLite (one gateway per file): rows held by another owner — a stopped
+    /// predecessor — are claimable at once too.
+    async fn claim_inbox(
+        &self,
+        claim: &InboxClaim,
+        now_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<InboxRow>, StoreError>;
+    /// Extend to `claim.until_ms` every pending row held by `claim.owner`. Returns how many.
+    async fn renew_inbox_claims(&self, claim: &InboxClaim) -> Result<u64, StoreError>;
     async fn finish_inbox(&self, seq: i64, now_ms: i64) -> Result<(), StoreError>;
     /// Mark several inbox rows done in one statement.
     async fn finish_inbox_many(&self, seqs: &[i64], now_ms: i64) -> Result<(), StoreError>;
@@ -266,12 +289,16 @@ pub trait Store: Send + Sync + 'static {
     /// Update a claimed (`acting`) decision with its final outcome.
     async fn settle_decision(&self, d: &NewDecision, now_ms: i64) -> Result<(), StoreError>;
     /// Decisions left `acting` by a stopped gateway become `failed` (never retried: the
-    /// call may have reached Argo CD). Returns how many.
-    async fn settle_interrupted(&self, now_ms: i64) -> Result<u64, StoreError>;
+    /// call may have reached Argo CD), with `now_ms` as their time. Only those decided
+    /// before `before_ms` are touched: with a shared store another, live, gateway may be
+    /// acting right now. Returns how many.
+    async fn settle_interrupted(&self, before_ms: i64, now_ms: i64) -> Result<u64, StoreError>;
     /// When this policy last acted on this application.
     async fn last_acted(&self, policy: &str, application: &str) -> Result<Option<i64>, StoreError>;
     /// Decisions, newest first.
     async fn list_decisions(&self, limit: i64) -> Result<Vec<DecisionRow>, StoreError>;
+    /// Whether several gateways may share this store (PostgreSQL: true; SQLite: false).
+    fn shared(&self) -> bool;
 }
 
 /// Open the store named by `url`, creating and migrating it as needed.

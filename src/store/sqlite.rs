@@ -1,17 +1,21 @@
 //! The SQLite store: one file, WAL journal, `synchronous=FULL` (a committed event survives a
 //! crash or power loss), one writer at a time with a busy timeout.
 //!
-//! Delivery outcomes (`mark_*`), inbox rows marked done and react decisions are written through
-//! a second pool with `synchronous=NORMAL`: still atomic and crash-safe for the process (a
-//! killed gateway loses nothing), but a power cut of the machine may forget the last few.
-//! Forgetting a delivery mark means the event is sent once more; forgetting a decision claim
-//! means an event received before the cut may be decided again. Received events themselves
+//! Delivery outcomes (`mark_*`), inbox claims, inbox rows marked done and react decisions are
+//! written through a second pool with `synchronous=NORMAL`: still atomic and crash-safe for the
+//! process (a killed gateway loses nothing), but a power cut of the machine may forget the last
+//! few. Forgetting a delivery mark means the event is sent once more; forgetting an inbox claim
+//! changes nothing (the restarted gateway claims the row anyway); forgetting a decision claim
+//! means an event received before the cut may be decided again.
+//!
+//! One gateway per file: inbox rows held by another owner are claimable at once (they belong
+//! to a stopped gateway), and [`Store::shared`] is false. Received events themselves
 //! (the inbox, behind the 202) and emitted events are committed with `synchronous=FULL`. This
 //! keeps fsyncs off the paths between one event and the next.
 
 use super::{
-    DecisionRow, EmitBatch, InboxRow, IncidentRow, NewDecision, NewInbound, OutboxCount,
-    OutboxFilter, OutboxRow, Store, StoreError,
+    DecisionRow, EmitBatch, InboxClaim, InboxRow, IncidentRow, NewDecision, NewInbound,
+    OutboxCount, OutboxFilter, OutboxRow, Store, StoreError,
 };
 use crate::emit::detect::AppState;
 use async_trait::async_trait;
@@ -326,13 +330,15 @@ impl Store for SqliteStore {
         &self,
         events: &[NewInbound],
         now_ms: i64,
-    ) -> Result<Vec<bool>, StoreError> {
+        claim: &InboxClaim,
+    ) -> Result<Vec<Option<i64>>, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let mut fresh = Vec::with_capacity(events.len());
+        let mut seqs = Vec::with_capacity(events.len());
         for e in events {
-            let done = sqlx::query(
-                "INSERT INTO inbox (source, event_id, event_type, client, payload, received_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (source, event_id) DO NOTHING",
+            let seq: Option<i64> = sqlx::query_scalar(
+                "INSERT INTO inbox (source, event_id, event_type, client, payload, received_at, \
+                 claimed_by, claimed_until) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+                 ON CONFLICT (source, event_id) DO NOTHING RETURNING seq",
             )
             .bind(&e.source)
             .bind(&e.event_id)
@@ -340,23 +346,49 @@ impl Store for SqliteStore {
             .bind(&e.client)
             .bind(&e.payload)
             .bind(now_ms)
-            .execute(&mut *tx)
+            .bind(&claim.owner)
+            .bind(claim.until_ms)
+            .fetch_optional(&mut *tx)
             .await?;
-            fresh.push(done.rows_affected() == 1);
+            seqs.push(seq);
         }
         tx.commit().await?;
-        Ok(fresh)
+        Ok(seqs)
     }
 
-    async fn pending_inbox(&self, after_seq: i64, limit: i64) -> Result<Vec<InboxRow>, StoreError> {
-        Ok(sqlx::query_as(
-            "SELECT seq, source, event_id, event_type, client, payload, received_at, status \
-             FROM inbox WHERE status = 'pending' AND seq > $1 ORDER BY seq LIMIT $2",
+    async fn claim_inbox(
+        &self,
+        claim: &InboxClaim,
+        now_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<InboxRow>, StoreError> {
+        // One gateway per file: a row held by another owner belongs to a stopped gateway.
+        let mut rows: Vec<InboxRow> = sqlx::query_as(
+            "UPDATE inbox SET claimed_by = $1, claimed_until = $2 WHERE seq IN ( \
+                 SELECT seq FROM inbox WHERE status = 'pending' \
+                 AND (claimed_by IS NULL OR claimed_by <> $1 OR claimed_until < $3) \
+                 ORDER BY seq LIMIT $4) \
+             RETURNING seq, source, event_id, event_type, client, payload, received_at, status",
         )
-        .bind(after_seq)
+        .bind(&claim.owner)
+        .bind(claim.until_ms)
+        .bind(now_ms)
         .bind(limit)
-        .fetch_all(&self.pool)
-        .await?)
+        .fetch_all(&self.marks)
+        .await?;
+        rows.sort_by_key(|r| r.seq);
+        Ok(rows)
+    }
+
+    async fn renew_inbox_claims(&self, claim: &InboxClaim) -> Result<u64, StoreError> {
+        Ok(sqlx::query(
+            "UPDATE inbox SET claimed_until = $2 WHERE status = 'pending' AND claimed_by = $1",
+        )
+        .bind(&claim.owner)
+        .bind(claim.until_ms)
+        .execute(&self.marks)
+        .await?
+        .rows_affected())
     }
 
     async fn finish_inbox(&self, seq: i64, now_ms: i64) -> Result<(), StoreError> {
@@ -425,13 +457,14 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn settle_interrupted(&self, now_ms: i64) -> Result<u64, StoreError> {
+    async fn settle_interrupted(&self, before_ms: i64, now_ms: i64) -> Result<u64, StoreError> {
         let done = sqlx::query(
             "UPDATE decisions SET outcome = 'failed', decided_at = $1, reason = \
              'interrupted: the gateway stopped while calling Argo CD; not retried (the call may have been made)' \
-             WHERE outcome = 'acting'",
+             WHERE outcome = 'acting' AND decided_at < $2",
         )
         .bind(now_ms)
+        .bind(before_ms)
         .execute(&self.marks)
         .await?;
         Ok(done.rows_affected())
@@ -457,5 +490,9 @@ impl Store for SqliteStore {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?)
+    }
+
+    fn shared(&self) -> bool {
+        false
     }
 }
