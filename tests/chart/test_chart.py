@@ -67,10 +67,13 @@ METRICS = {
 }
 HISTOGRAMS = {"argocd_cdevents_argocd_request_duration_seconds", "argocd_cdevents_delivery_duration_seconds"}
 
-VALUE_SETS = ["default", "ha-postgres", "kubernetes-backend", "all-optional-on"]
+VALUE_SETS = ["default", "ha-postgres", "kubernetes-backend", "all-optional-on", "tls"]
 
 # Where the chart mounts the policy files; config.react.policies defaults to it.
 POLICIES_DIR = "/etc/argocd-cdevents/policies"
+# Where the chart mounts tls.existingSecret and (when it is another Secret) tls.clientCa.existingSecret.
+TLS_DIR = "/etc/argocd-cdevents/tls"
+CLIENT_CA_DIR = "/etc/argocd-cdevents/tls-client-ca"
 # The repository's example policies (policies/*.yaml), as policies.files would hold them.
 SHIPPED_POLICIES = {p.name: p.read_text() for p in sorted((ROOT / "policies").glob("*.yaml"))}
 
@@ -255,9 +258,17 @@ def test_pod_is_locked_down(chart, value_set):
     assert "emptyDir" in tmp
     assert c["args"][:3] == ["serve", "--config", "/etc/argocd-cdevents/config.yaml"]
     assert mounts(objects)["/etc/argocd-cdevents/config.yaml"]["subPath"] == "config.yaml"
-    assert c["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
-    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
-    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    https = "tls" in rendered_config(objects)
+    port = "https" if https else "http"
+    scheme = {"scheme": "HTTPS"} if https else {}
+    assert c["ports"] == [{"name": port, "containerPort": 8080, "protocol": "TCP"}]
+    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": port, **scheme}
+    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": port, **scheme}
+    # Secrets (certificates included) are mounted read-only, whole: never a subPath, so
+    # renewed certificates reach the pod.
+    for m in container(objects)["volumeMounts"]:
+        if m["mountPath"] != "/etc/argocd-cdevents/config.yaml":
+            assert "subPath" not in m, m
     assert c["resources"]["limits"]["memory"]
 
 
@@ -288,6 +299,10 @@ def test_defaults(chart):
     assert one(objects, "ServiceAccount")["automountServiceAccountToken"] is True
     service = one(objects, "Service")
     assert service["spec"]["ports"][0]["targetPort"] == "http"
+    assert "appProtocol" not in service["spec"]["ports"][0]
+    # plain HTTP unless tls is enabled: no tls key, no certificate volume
+    assert "tls" not in config
+    assert not [m for m in mounts(objects) if m.startswith(TLS_DIR)]
 
 
 def test_config_keys_match_the_binary_config_file(chart):
@@ -387,12 +402,54 @@ def gateway_binary() -> Path | None:
     return max(built, key=lambda b: b.stat().st_mtime) if built else None
 
 
+def openssl(*args: str, cwd: Path) -> None:
+    result = subprocess.run(["openssl", *args], cwd=cwd, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, f"openssl {' '.join(args)}: {result.stderr}"
+
+
+def write_tls_secrets(tls: dict[str, Any], tmp_path: Path) -> dict[str, Path]:
+    """What the kubelet would mount for the chart's tls values: a server certificate and key
+    (tls.crt, tls.key) and a CA bundle (ca.crt), made with the openssl CLI, in a temporary
+    directory per mount point. Returns {mount dir: temporary dir}."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl not on PATH")
+    work = tmp_path / "pki"
+    work.mkdir(exist_ok=True)
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+    openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", "2", "-subj", "/CN=test-ca", cwd=work)
+    openssl("req", *ec, "-keyout", "tls.key", "-out", "tls.csr", "-subj", "/CN=argocd-cdevents", cwd=work)
+    (work / "ext").write_text("subjectAltName=DNS:argocd-cdevents.argocd.svc\nextendedKeyUsage=serverAuth\n")
+    openssl("x509", "-req", "-in", "tls.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+            "-out", "tls.crt", "-days", "2", "-extfile", "ext", cwd=work)
+    mounted = {}
+    for mount, files in ((TLS_DIR, ("tls.crt", "tls.key", "ca.crt")), (CLIENT_CA_DIR, ("ca.crt",))):
+        directory = tmp_path / Path(mount).name
+        directory.mkdir(exist_ok=True)
+        for name in files:
+            shutil.copy(work / name, directory / name)
+        mounted[mount] = directory
+    ca_file = tls.get("clientCaFile")
+    if ca_file and Path(ca_file).name != "ca.crt":  # tls.clientCa.key other than ca.crt
+        for directory in mounted.values():
+            shutil.copy(work / "ca.crt", directory / Path(ca_file).name)
+    return mounted
+
+
 def gateway_check(config_text: str, tmp_path: Path, policies: dict[str, str] | None = None, cwd: Path = ROOT):
-    """`argocd-cdevents check` on a config file (policies mounted at POLICIES_DIR are written
-    to a temporary directory first). Secrets are not read by `check`, Argo CD is not called."""
+    """`argocd-cdevents check` on a config file (policies mounted at POLICIES_DIR, and the TLS
+    Secrets mounted at TLS_DIR and CLIENT_CA_DIR, are written to a temporary directory first).
+    Secrets are not read by `check`, Argo CD is not called; certificate files are loaded."""
     binary = gateway_binary()
     if binary is None:
         pytest.skip("no gateway binary: run cargo build (or set ARGOCD_CDEVENTS_BIN)")
+    tls = (yaml.safe_load(config_text) or {}).get("tls")
+    if tls is not None:
+        for mount, directory in write_tls_secrets(tls, tmp_path).items():
+            config_text = config_text.replace(f"{mount}/", f"{directory}/")
+        rewritten = yaml.safe_load(config_text)["tls"]
+        for key in ("certFile", "keyFile", "clientCaFile"):
+            if key in tls:
+                assert Path(rewritten[key]).is_file(), f"tls.{key}: {tls[key]} is not in a mounted Secret"
     if policies is not None:
         directory = tmp_path / "policies"
         directory.mkdir(exist_ok=True)
@@ -439,6 +496,96 @@ def test_shipped_config_files_are_accepted_by_the_gateway(tmp_path):
         gateway_check(path.read_text(), tmp_path)
     (base,) = [o for o in yaml.safe_load_all((DEPLOY / "base" / "configmap.yaml").read_text()) if o]
     gateway_check(base["data"]["config.yaml"], tmp_path)
+
+
+def test_tls_switches_the_pod_service_and_scrape_to_https(chart):
+    """tls.enabled: the Secrets are mounted read-only as directories, config.tls names the
+    mounted files, and everything that talks to the port (probes, Service, Ingress,
+    NetworkPolicy, ServiceMonitor) speaks HTTPS to it."""
+    objects = render(chart, load_values("tls"))
+    assert rendered_config(objects)["tls"] == {
+        "certFile": f"{TLS_DIR}/tls.crt",
+        "keyFile": f"{TLS_DIR}/tls.key",
+        "clientCaFile": f"{CLIENT_CA_DIR}/ca.crt",
+        "requireClientCertificate": True,
+        "reloadInterval": "1m",
+    }
+    assert rendered_config(objects)["http"] == {"headerReadTimeout": "5s", "bodyReadTimeout": "20s"}
+    volumes = {v["name"]: v for v in one(objects, "Deployment")["spec"]["template"]["spec"]["volumes"]}
+    for mount, secret in ((TLS_DIR, "argocd-cdevents-tls"), (CLIENT_CA_DIR, "argocd-cdevents-client-ca")):
+        m = mounts(objects)[mount]
+        assert m["readOnly"] is True and "subPath" not in m
+        assert volumes[m["name"]]["secret"] == {"secretName": secret, "defaultMode": 0o440}
+    c = container(objects)
+    for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
+        assert c[probe]["httpGet"]["scheme"] == "HTTPS" and c[probe]["httpGet"]["port"] == "https", probe
+    (port,) = one(objects, "Service")["spec"]["ports"]
+    assert (port["name"], port["targetPort"], port["appProtocol"]) == ("https", "https", "https")
+    backend = one(objects, "Ingress")["spec"]["rules"][0]["http"]["paths"][0]["backend"]
+    assert backend["service"]["port"] == {"name": "https"}
+    assert one(objects, "NetworkPolicy")["spec"]["ingress"][0]["ports"] == [{"port": "https", "protocol": "TCP"}]
+    (endpoint,) = one(objects, "ServiceMonitor")["spec"]["endpoints"]
+    assert (endpoint["port"], endpoint["scheme"]) == ("https", "https")
+    assert endpoint["tlsConfig"] == {"insecureSkipVerify": True}
+
+    # a verifying scrape, when asked for
+    values = load_values("tls")
+    values["serviceMonitor"]["tlsConfig"] = {
+        "ca": {"secret": {"name": "argocd-cdevents-tls", "key": "ca.crt"}},
+        "serverName": "argocd-cdevents.argocd.svc",
+    }
+    (endpoint,) = one(render(chart, values), "ServiceMonitor")["spec"]["endpoints"]
+    assert endpoint["tlsConfig"] == values["serviceMonitor"]["tlsConfig"]
+
+    # the client CA from the server's own Secret (cert-manager's ca.crt): one volume, no other
+    values = load_values("tls")
+    values["tls"]["clientCa"] = {"existingSecret": "argocd-cdevents-tls"}
+    objects = render(chart, values)
+    validate_all(objects)
+    assert rendered_config(objects)["tls"]["clientCaFile"] == f"{TLS_DIR}/ca.crt"
+    assert CLIENT_CA_DIR not in mounts(objects)
+    assert [v["name"] for v in one(objects, "Deployment")["spec"]["template"]["spec"]["volumes"]].count("tls") == 1
+
+    # HTTPS without client certificates: no clientCaFile, nothing required
+    objects = render(chart, {"tls": {"enabled": True, "existingSecret": "s"}})
+    validate_all(objects)
+    assert rendered_config(objects)["tls"] == {
+        "certFile": f"{TLS_DIR}/tls.crt",
+        "keyFile": f"{TLS_DIR}/tls.key",
+        "reloadInterval": "30s",
+    }
+
+
+def test_tls_of_your_own_in_config_switches_to_https_too(chart, tmp_path):
+    """config.tls with files mounted through extraVolumes: the chart mounts nothing itself, but
+    the probes and the Service still speak HTTPS; the config passes the gateway's check."""
+    values = {
+        "config": {"tls": {"certFile": "/etc/argocd-cdevents/tls/tls.crt", "keyFile": "/etc/argocd-cdevents/tls/tls.key"}},
+        "extraVolumes": [{"name": "certs", "csi": {"driver": "csi.cert-manager.io", "readOnly": True}}],
+        "extraVolumeMounts": [{"name": "certs", "mountPath": TLS_DIR, "readOnly": True}],
+    }
+    chart.validate_schema(values)
+    objects = render(chart, values)
+    validate_all(objects)
+    assert container(objects)["readinessProbe"]["httpGet"]["scheme"] == "HTTPS"
+    assert one(objects, "Service")["spec"]["ports"][0]["appProtocol"] == "https"
+    assert mounts(objects)[TLS_DIR]["name"] == "certs"
+    gateway_check(one(objects, "ConfigMap", RELEASE)["data"]["config.yaml"], tmp_path)
+
+
+def test_turning_tls_on_rolls_the_pods(chart):
+    def checksum(values):
+        return one(render(chart, values), "Deployment")["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
+
+    assert checksum({}) != checksum({"tls": {"enabled": True, "existingSecret": "s"}})
+
+
+def test_broken_tls_value_set_is_refused_by_the_chart(chart):
+    values = load_values("broken-tls-without-secret")
+    chart.validate_schema(values)  # the schema allows it; the template refuses it
+    message = render_error(chart, values)
+    assert "tls.enabled is true but tls.existingSecret is empty" in message
+    assert "kubernetes.io/tls Secret holding tls.crt and tls.key" in message
 
 
 def test_preview_environments_add_create_and_delete(chart):
@@ -563,6 +710,7 @@ def test_several_replicas_with_sqlite_fail_with_the_charts_message(chart):
         ("broken-unknown-key", "/config", "'sink' not allowed"),
         ("broken-react-kind", "/config/react/argocd", "'kind' not allowed"),
         ("broken-react-client", "/config/react/clients/0", "missing property 'types'"),
+        ("broken-react-certificate", "/config/react/clients/0/certificate/dnsName", "does not match pattern"),
     ],
 )
 def test_schema_rejects_broken_values(chart, broken, field, explanation):
@@ -621,6 +769,40 @@ def test_schema_rejects_broken_values(chart, broken, field, explanation):
             "at '/policies/files/p.yaml': got object, want string",
         ),
         ({"policies": {"files": {"p.json": "name: p"}}}, "at '/policies/files': additional properties 'p.json'"),
+        # HTTPS
+        ({"tls": {"enabled": True}}, "tls.enabled is true but tls.existingSecret is empty"),
+        (
+            {"tls": {"enabled": True, "existingSecret": "s"}, "config": {"tls": {"certFile": "/c", "keyFile": "/k"}}},
+            "tls.enabled is true and config.tls is set: use one",
+        ),
+        ({"tls": {"requireClientCertificate": True}}, "need tls.enabled"),
+        ({"tls": {"clientCa": {"existingSecret": "ca"}}}, "need tls.enabled"),
+        (
+            {"tls": {"enabled": True, "existingSecret": "s", "requireClientCertificate": True}},
+            "tls.requireClientCertificate is true but tls.clientCa.existingSecret is empty",
+        ),
+        (
+            {
+                "tls": {"enabled": True, "existingSecret": "s"},
+                "config": {"react": {"clients": [
+                    {"name": "deployer", "certificate": {"dnsName": "d.example.com"}, "sources": ["*"], "types": ["*"]}
+                ]}},
+                "policies": {"existingConfigMap": "p"},
+                "argocd": {"server": "a:443", "existingSecret": "t"},
+            },
+            "config.react.clients[0] (deployer) authenticates by client certificate, but no client CA is set",
+        ),
+        (
+            {"config": {"react": {"policies": "/p", "clients": [
+                {"name": "d", "certificate": {"dnsName": "d.example.com"}, "bearer": {"tokenEnv": "X"},
+                 "sources": ["*"], "types": ["*"]}
+            ]}}},
+            "at '/config/react/clients/0': 'oneOf' failed",
+        ),
+        ({"tls": {"enabled": "yes"}}, "at '/tls/enabled': got string, want boolean"),
+        # a zero interval would have the gateway re-read the files without pause
+        ({"tls": {"enabled": True, "existingSecret": "s", "reloadInterval": "0s"}}, "at '/tls/reloadInterval'"),
+        ({"config": {"http": {"headerReadTimeout": "soon"}}}, "at '/config/http/headerReadTimeout'"),
     ],
 )
 def test_inconsistent_values_fail_with_a_clear_message(chart, values, expected):

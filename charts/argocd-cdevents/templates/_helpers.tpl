@@ -129,6 +129,53 @@ Where the chart mounts the policy files, and the ConfigMap mounted there ("" whe
 {{- end }}
 
 {{/*
+HTTPS in the gateway: where the chart mounts tls.existingSecret and tls.clientCa.existingSecret,
+the client CA file the gateway reads ("" when none), "true" when the gateway serves HTTPS
+(tls.enabled, or a config.tls of your own), and the name of the port (https or http).
+*/}}
+{{- define "argocd-cdevents.tlsDir" -}}
+/etc/argocd-cdevents/tls
+{{- end }}
+
+{{- define "argocd-cdevents.clientCaDir" -}}
+/etc/argocd-cdevents/tls-client-ca
+{{- end }}
+
+{{- define "argocd-cdevents.clientCaFile" -}}
+{{- $ca := default (dict) .Values.tls.clientCa }}
+{{- if and .Values.tls.enabled $ca.existingSecret }}
+{{- $dir := include "argocd-cdevents.clientCaDir" . }}
+{{- if eq $ca.existingSecret .Values.tls.existingSecret }}
+{{- $dir = include "argocd-cdevents.tlsDir" . }}
+{{- end }}
+{{- printf "%s/%s" $dir (default "ca.crt" $ca.key) }}
+{{- end }}
+{{- end }}
+
+{{- define "argocd-cdevents.https" -}}
+{{- if or .Values.tls.enabled .Values.config.tls }}true{{ end }}
+{{- end }}
+
+{{- define "argocd-cdevents.portName" -}}
+{{- if include "argocd-cdevents.https" . }}https{{ else }}http{{ end }}
+{{- end }}
+
+{{/*
+A probe from the values (dict "probe" <probe> "root" $). With HTTPS, an httpGet probe gets
+scheme HTTPS (the port speaks nothing else), and the port named http becomes https.
+*/}}
+{{- define "argocd-cdevents.probe" -}}
+{{- $probe := deepCopy .probe }}
+{{- if and (include "argocd-cdevents.https" .root) (kindIs "map" $probe.httpGet) }}
+{{- $_ := set $probe.httpGet "scheme" "HTTPS" }}
+{{- if eq (toString $probe.httpGet.port) "http" }}
+{{- $_ := set $probe.httpGet "port" "https" }}
+{{- end }}
+{{- end }}
+{{- toYaml $probe }}
+{{- end }}
+
+{{/*
 "true" when config.react is given (an empty map counts: the chart fills in what it can).
 */}}
 {{- define "argocd-cdevents.react" -}}
@@ -149,10 +196,25 @@ The config file: .Values.config, plus
 - for emit.watch.kind=argocd, the Argo CD server and token variable when they are given
   through the `argocd` values;
 - for the react flow (config.react), react.policies (the directory the chart mounts the
-  policies in) and react.argocd.backend (argocd.backend) when they are not set.
+  policies in) and react.argocd.backend (argocd.backend) when they are not set;
+- with tls.enabled, tls: the files of the mounted Secrets.
 */}}
 {{- define "argocd-cdevents.config" -}}
 {{- $cfg := deepCopy .Values.config }}
+{{- if .Values.tls.enabled }}
+{{- $dir := include "argocd-cdevents.tlsDir" . }}
+{{- $t := dict "certFile" (printf "%s/tls.crt" $dir) "keyFile" (printf "%s/tls.key" $dir) }}
+{{- with include "argocd-cdevents.clientCaFile" . }}
+{{- $_ := set $t "clientCaFile" . }}
+{{- end }}
+{{- if .Values.tls.requireClientCertificate }}
+{{- $_ := set $t "requireClientCertificate" true }}
+{{- end }}
+{{- with .Values.tls.reloadInterval }}
+{{- $_ := set $t "reloadInterval" . }}
+{{- end }}
+{{- $_ := set $cfg "tls" $t }}
+{{- end }}
 {{- if eq (toString $cfg.emit.watch.kind) "argocd" }}
 {{- $a := deepCopy (default (dict) $cfg.emit.watch.argocd) }}
 {{- if and (not $a.server) .Values.argocd.server }}
@@ -225,5 +287,26 @@ Cross-field checks the JSON schema cannot express. Included by the Deployment.
 {{- end }}
 {{- if and .Values.policies.existingConfigMap .Values.policies.files }}
 {{- fail "set either policies.files or policies.existingConfigMap, not both." }}
+{{- end }}
+{{- $tls := .Values.tls }}
+{{- $clientCa := default (dict) $tls.clientCa }}
+{{- if $tls.enabled }}
+{{- if not $tls.existingSecret }}
+{{- fail "tls.enabled is true but tls.existingSecret is empty: name a kubernetes.io/tls Secret holding tls.crt and tls.key (e.g. the secretName of a cert-manager Certificate), or set tls.enabled to false." }}
+{{- end }}
+{{- if .Values.config.tls }}
+{{- fail "tls.enabled is true and config.tls is set: use one. tls.enabled mounts tls.existingSecret and writes config.tls itself; config.tls is for certificate files you mount yourself (extraVolumes)." }}
+{{- end }}
+{{- else if or $tls.requireClientCertificate $clientCa.existingSecret }}
+{{- fail "tls.requireClientCertificate and tls.clientCa.existingSecret need tls.enabled: client certificates are checked by the gateway's own TLS. Set tls.enabled and tls.existingSecret, or leave them out." }}
+{{- end }}
+{{- if and $tls.requireClientCertificate (not $clientCa.existingSecret) }}
+{{- fail "tls.requireClientCertificate is true but tls.clientCa.existingSecret is empty: name the Secret holding the CA bundle that client certificates are verified against (its key: tls.clientCa.key, default ca.crt)." }}
+{{- end }}
+{{- $ownTls := default (dict) .Values.config.tls }}
+{{- range $i, $c := default (list) $react.clients }}
+{{- if and (kindIs "map" $c) $c.certificate (not (or (include "argocd-cdevents.clientCaFile" $) $ownTls.clientCaFile)) }}
+{{- fail (printf "config.react.clients[%d] (%s) authenticates by client certificate, but no client CA is set: set tls.enabled, tls.existingSecret and tls.clientCa.existingSecret (the CA bundle client certificates are verified against)." $i (toString $c.name)) }}
+{{- end }}
 {{- end }}
 {{- end }}
