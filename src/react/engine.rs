@@ -124,7 +124,7 @@ impl Engine {
     pub async fn run(
         self: Arc<Self>,
         owner: String,
-        mut handoff: mpsc::UnboundedReceiver<InboxRow>,
+        mut handoff: mpsc::UnboundedReceiver<(i64, Arc<Inbound>)>,
         stop: CancellationToken,
     ) {
         let shared = self.store.shared();
@@ -136,7 +136,7 @@ impl Engine {
         let mut claim_due = Instant::now();
         let mut renew_due = Instant::now() + RENEW_EVERY;
         let mut settle_due = Instant::now() + SETTLE_EVERY;
-        let mut arrived: Vec<InboxRow> = Vec::new();
+        let mut arrived: Vec<(i64, Arc<Inbound>)> = Vec::new();
         let mut queue: HashMap<(String, AppRef), Job> = HashMap::new();
         let mut busy: HashMap<(String, AppRef), ()> = HashMap::new();
         let mut outstanding: HashMap<i64, usize> = HashMap::new();
@@ -160,31 +160,17 @@ impl Engine {
                 {
                     Ok(claimed) => {
                         full_page = claimed.len() as i64 == CLAIM_PAGE;
-                        rows.extend(claimed);
+                        rows.extend(self.readable(claimed).await);
                     }
                     Err(e) => tracing::error!(error = %e, "claiming inbox rows failed"),
                 }
                 claim_due = Instant::now() + CLAIM_EVERY;
             }
-            rows.sort_by_key(|r| r.seq);
-            for row in &rows {
-                let event: Inbound = match serde_json::from_str(&row.payload) {
-                    Ok(e) => e,
-                    Err(e) => {
-                        tracing::error!(seq = row.seq, error = %e, "unreadable inbox row; marked done");
-                        let _ = self
-                            .store
-                            .finish_inbox(row.seq, crate::delivery::now_ms())
-                            .await;
-                        continue;
-                    }
-                };
-                let jobs = self.jobs_for(row.seq, Arc::new(event)).await;
+            rows.sort_by_key(|(seq, _)| *seq);
+            for (seq, event) in rows {
+                let jobs = self.jobs_for(seq, event).await;
                 if jobs.is_empty() {
-                    let _ = self
-                        .store
-                        .finish_inbox(row.seq, crate::delivery::now_ms())
-                        .await;
+                    done_rows.push(seq);
                 }
                 for job in jobs {
                     self.enqueue(job, &mut queue, &mut outstanding).await;
@@ -251,7 +237,7 @@ impl Engine {
             }
             tokio::select! {
                 _ = stop.cancelled() => break,
-                Some(row) = handoff.recv() => arrived.push(row),
+                Some(handed) = handoff.recv() => arrived.push(handed),
                 _ = tokio::time::sleep_until(sleep_until) => {}
                 Some(done) = running.join_next(), if !running.is_empty() => {
                     match done {
@@ -289,6 +275,24 @@ impl Engine {
             .store
             .finish_inbox_many(&done_rows, crate::delivery::now_ms())
             .await;
+    }
+
+    /// The events of claimed inbox rows; an unreadable row is logged and marked done.
+    async fn readable(&self, rows: Vec<InboxRow>) -> Vec<(i64, Arc<Inbound>)> {
+        let mut events = Vec::with_capacity(rows.len());
+        for row in rows {
+            match serde_json::from_str::<Inbound>(&row.payload) {
+                Ok(e) => events.push((row.seq, Arc::new(e))),
+                Err(e) => {
+                    tracing::error!(seq = row.seq, error = %e, "unreadable inbox row; marked done");
+                    let _ = self
+                        .store
+                        .finish_inbox(row.seq, crate::delivery::now_ms())
+                        .await;
+                }
+            }
+        }
+        events
     }
 
     /// Mark `acting` decisions left by a stopped gateway failed: all of them on a store of

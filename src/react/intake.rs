@@ -9,7 +9,7 @@ use super::PolicyHandle;
 use super::auth::{AuthError, Clients};
 use super::inbound::{self, Inbound, InboundError};
 use super::schema::Schemas;
-use crate::store::{InboxClaim, InboxRow, NewInbound, Store};
+use crate::store::{InboxClaim, NewInbound, Store};
 use crate::telemetry::metrics;
 use crate::tls::PeerCertificate;
 use axum::Extension;
@@ -22,7 +22,7 @@ use axum::routing::post;
 use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 
 /// Most requests folded into one commit.
 const GROUP_MAX: usize = 512;
@@ -163,13 +163,17 @@ async fn receive(
         }
     }
     let client_name = client.map_or("anonymous", |c| c.name.as_str());
-    let rows: Vec<NewInbound> = events.iter().map(|ev| row(ev, client_name)).collect();
-    match intake.committer.commit(rows).await {
+    let types: Vec<String> = events.iter().map(|ev| ev.ty.clone()).collect();
+    let received: Vec<Received> = events
+        .into_iter()
+        .map(|ev| (row(&ev, client_name), Arc::new(ev)))
+        .collect();
+    match intake.committer.commit(received).await {
         Ok(fresh) => {
             let accepted = fresh.iter().filter(|f| f.is_some()).count();
-            for (ev, new) in events.iter().zip(&fresh) {
+            for (ty, new) in types.iter().zip(&fresh) {
                 if new.is_some() {
-                    metrics::event_received(&ev.ty);
+                    metrics::event_received(ty);
                 } else {
                     metrics::event_deduplicated();
                 }
@@ -225,12 +229,69 @@ fn auth_refusal(e: AuthError) -> Response {
 
 type CommitReply = oneshot::Sender<Result<Vec<Option<i64>>, String>>;
 
+/// One event to commit: its inbox row, and the event itself for the engine.
+pub type Received = (NewInbound, Arc<Inbound>);
+
+/// Groups committing at once: while some wait for their fsync, the next one writes.
+const GROUPS_IN_FLIGHT: usize = 4;
+
+/// Commit one group in one transaction; hand the new events to the engine, then answer
+/// every request of the group.
+async fn commit_group(
+    store: &dyn Store,
+    owner: &str,
+    handoff: &mpsc::UnboundedSender<(i64, Arc<Inbound>)>,
+    group: Vec<(Vec<Received>, CommitReply)>,
+) {
+    // Move the rows out (no copy of the payloads), keeping each request's count.
+    let mut rows: Vec<NewInbound> = Vec::new();
+    let mut events: Vec<Arc<Inbound>> = Vec::new();
+    let mut replies = Vec::with_capacity(group.len());
+    for (received, reply) in group {
+        replies.push((received.len(), reply));
+        for (row, event) in received {
+            rows.push(row);
+            events.push(event);
+        }
+    }
+    let now_ms = crate::delivery::now_ms();
+    let claim = InboxClaim {
+        owner: owner.to_string(),
+        until_ms: now_ms.saturating_add(super::engine::CLAIM_HOLD_MS),
+    };
+    let answer = match store.commit_inbox(&rows, now_ms, &claim).await {
+        Ok(fresh) if fresh.len() == rows.len() => {
+            for (event, seq) in events.into_iter().zip(&fresh) {
+                if let Some(seq) = *seq {
+                    let _ = handoff.send((seq, event));
+                }
+            }
+            Ok(fresh)
+        }
+        Ok(_) => Err("the store answered for fewer events than it was given".to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    match answer {
+        Ok(fresh) => {
+            let mut fresh = fresh.into_iter();
+            for (n, reply) in replies {
+                let _ = reply.send(Ok(fresh.by_ref().take(n).collect()));
+            }
+        }
+        Err(e) => {
+            for (_, reply) in replies {
+                let _ = reply.send(Err(e.clone()));
+            }
+        }
+    }
+}
+
 /// Group commit: requests arriving while a commit runs are committed together in the next
 /// transaction, so durability costs one fsync per group, not per request. New rows are
 /// committed claimed by this gateway (`owner`) and handed to its engine.
 #[derive(Clone)]
 pub struct Committer {
-    tx: mpsc::Sender<(Vec<NewInbound>, CommitReply)>,
+    tx: mpsc::Sender<(Vec<Received>, CommitReply)>,
 }
 
 impl Committer {
@@ -239,11 +300,16 @@ impl Committer {
     pub fn start(
         store: Arc<dyn Store>,
         owner: String,
-        handoff: mpsc::UnboundedSender<InboxRow>,
+        handoff: mpsc::UnboundedSender<(i64, Arc<Inbound>)>,
     ) -> Committer {
-        let (tx, mut rx) = mpsc::channel::<(Vec<NewInbound>, CommitReply)>(4096);
+        let (tx, mut rx) = mpsc::channel::<(Vec<Received>, CommitReply)>(4096);
+        let in_flight = Arc::new(Semaphore::new(GROUPS_IN_FLIGHT));
         tokio::spawn(async move {
             while let Some(first) = rx.recv().await {
+                // While earlier groups commit, requests pile up into the next group.
+                let Ok(permit) = in_flight.clone().acquire_owned().await else {
+                    return;
+                };
                 let mut group = vec![first];
                 while group.len() < GROUP_MAX {
                     match rx.try_recv() {
@@ -251,58 +317,17 @@ impl Committer {
                         Err(_) => break,
                     }
                 }
-                // Move the rows out (no copy of the payloads), keeping each request's count.
-                let mut all: Vec<NewInbound> = Vec::new();
-                let mut replies = Vec::with_capacity(group.len());
-                for (rows, reply) in group {
-                    replies.push((rows.len(), reply));
-                    all.extend(rows);
-                }
-                let now_ms = crate::delivery::now_ms();
-                let claim = InboxClaim {
-                    owner: owner.clone(),
-                    until_ms: now_ms.saturating_add(super::engine::CLAIM_HOLD_MS),
-                };
-                match store.commit_inbox(&all, now_ms, &claim).await {
-                    Ok(fresh) if fresh.len() == all.len() => {
-                        for (e, seq) in all.into_iter().zip(&fresh) {
-                            if let Some(seq) = *seq {
-                                let _ = handoff.send(InboxRow {
-                                    seq,
-                                    source: e.source,
-                                    event_id: e.event_id,
-                                    event_type: e.event_type,
-                                    client: e.client,
-                                    payload: e.payload,
-                                    received_at: now_ms,
-                                    status: "pending".into(),
-                                });
-                            }
-                        }
-                        let mut fresh = fresh.into_iter();
-                        for (n, reply) in replies {
-                            let _ = reply.send(Ok(fresh.by_ref().take(n).collect()));
-                        }
-                    }
-                    Ok(_) => {
-                        for (_, reply) in replies {
-                            let _ = reply.send(Err(
-                                "the store answered for fewer events than it was given".into(),
-                            ));
-                        }
-                    }
-                    Err(e) => {
-                        for (_, reply) in replies {
-                            let _ = reply.send(Err(e.to_string()));
-                        }
-                    }
-                }
+                let (store, owner, handoff) = (store.clone(), owner.clone(), handoff.clone());
+                tokio::spawn(async move {
+                    commit_group(store.as_ref(), &owner, &handoff, group).await;
+                    drop(permit);
+                });
             }
         });
         Committer { tx }
     }
 
-    pub async fn commit(&self, rows: Vec<NewInbound>) -> Result<Vec<Option<i64>>, String> {
+    pub async fn commit(&self, rows: Vec<Received>) -> Result<Vec<Option<i64>>, String> {
         let (reply, wait) = oneshot::channel();
         self.tx
             .send((rows, reply))

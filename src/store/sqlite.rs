@@ -1,17 +1,23 @@
-//! The SQLite store: one file, WAL journal, `synchronous=FULL` (a committed event survives a
-//! crash or power loss), one writer at a time with a busy timeout.
+//! The SQLite store: one file, WAL journal, one gateway per file.
 //!
-//! Delivery outcomes (`mark_*`), inbox claims, inbox rows marked done and react decisions are
-//! written through a second pool with `synchronous=NORMAL`: still atomic and crash-safe for the
-//! process (a killed gateway loses nothing), but a power cut of the machine may forget the last
-//! few. Forgetting a delivery mark means the event is sent once more; forgetting an inbox claim
-//! changes nothing (the restarted gateway claims the row anyway); forgetting a decision claim
-//! means an event received before the cut may be decided again.
+//! Every write goes through one connection (a pool of one), so our own writers queue in
+//! the process instead of meeting SQLite's busy handler, which sleeps in steps of 1 to
+//! 100 ms. That connection runs `synchronous=NORMAL`: a commit writes its WAL frames
+//! without an fsync, and the write lock is free again at once. Writes that must survive a
+//! power cut before they are acknowledged — received events (the inbox, behind the 202) and
+//! emitted events with the app state (the outbox) — then wait for [`Durability`]: an
+//! fdatasync of the WAL that started after their commit. One fsync covers every commit
+//! before it, so concurrent commits share it (group durability), and no writer waits for
+//! another's fsync. This gives what `synchronous=FULL` gives (the WAL is on disk before the
+//! caller is told "committed") without holding the write lock across the fsync. Checkpoints
+//! stay safe: at NORMAL SQLite syncs the WAL before it copies pages back and syncs the
+//! database after.
 //!
-//! One gateway per file: inbox rows held by another owner are claimable at once (they belong
-//! to a stopped gateway), and [`Store::shared`] is false. Received events themselves
-//! (the inbox, behind the 202) and emitted events are committed with `synchronous=FULL`. This
-//! keeps fsyncs off the paths between one event and the next.
+//! Delivery outcomes (`mark_*`), inbox claims and marks, and react decisions do not wait for
+//! an fsync: still atomic and crash-safe for the process (a killed gateway loses nothing),
+//! but a power cut of the machine may forget the last few. Forgetting a delivery mark means
+//! the event is sent once more; forgetting a decision claim means an event received before
+//! the cut may be decided again.
 
 use super::{
     DecisionRow, EmitBatch, InboxClaim, InboxRow, IncidentRow, NewDecision, NewInbound,
@@ -27,9 +33,69 @@ use std::time::Duration;
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
 pub struct SqliteStore {
+    /// Readers (WAL: they never wait for the writer).
     pool: SqlitePool,
-    /// `synchronous=NORMAL`, for delivery outcomes only.
-    marks: SqlitePool,
+    /// The one writing connection, `synchronous=NORMAL`.
+    writer: SqlitePool,
+    durability: Durability,
+}
+
+/// Makes commits durable after the fact: `wait(ticket)` returns once an fdatasync of the
+/// WAL that began after commit number `ticket` has finished.
+struct Durability {
+    /// The WAL file (`<db>-wal`); `None` for an in-memory database.
+    wal: Option<std::path::PathBuf>,
+    db: std::path::PathBuf,
+    /// Commits handed out tickets so far.
+    committed: std::sync::atomic::AtomicU64,
+    /// Every commit up to this ticket is on disk.
+    synced: std::sync::atomic::AtomicU64,
+    /// One fsync at a time; waiters behind it usually find themselves covered.
+    syncing: tokio::sync::Mutex<()>,
+}
+
+impl Durability {
+    /// A ticket for a commit that has just returned.
+    fn ticket(&self) -> u64 {
+        self.committed
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+            + 1
+    }
+
+    async fn wait(&self, ticket: u64) -> Result<(), StoreError> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let Some(wal) = &self.wal else {
+            return Ok(());
+        };
+        loop {
+            if self.synced.load(SeqCst) >= ticket {
+                return Ok(());
+            }
+            let _turn = self.syncing.lock().await;
+            if self.synced.load(SeqCst) >= ticket {
+                return Ok(());
+            }
+            // Everything committed before this point is covered by the fsync below.
+            let covers = self.committed.load(SeqCst);
+            let (wal, db) = (wal.clone(), self.db.clone());
+            tokio::task::spawn_blocking(move || sync_file(&wal, &db))
+                .await
+                .map_err(|e| StoreError::Database(sqlx::Error::Io(std::io::Error::other(e))))?
+                .map_err(|e| StoreError::Database(sqlx::Error::Io(e)))?;
+            self.synced.fetch_max(covers, SeqCst);
+        }
+    }
+}
+
+/// fdatasync the WAL; if it is gone (truncated away after a checkpoint) the data is in
+/// the database file, so sync that.
+fn sync_file(wal: &std::path::Path, db: &std::path::Path) -> std::io::Result<()> {
+    let open = |p: &std::path::Path| std::fs::OpenOptions::new().write(true).open(p);
+    match open(wal) {
+        Ok(f) => f.sync_data(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => open(db)?.sync_data(),
+        Err(e) => Err(e),
+    }
 }
 
 impl SqliteStore {
@@ -38,7 +104,7 @@ impl SqliteStore {
         let options = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
+            .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
         if let Some(dir) = std::path::Path::new(options.get_filename()).parent()
@@ -46,16 +112,30 @@ impl SqliteStore {
         {
             std::fs::create_dir_all(dir).map_err(|e| StoreError::Database(sqlx::Error::Io(e)))?;
         }
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.clone())
+            .await?;
+        MIGRATOR.run(&writer).await?;
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(options.clone())
             .await?;
-        MIGRATOR.run(&pool).await?;
-        let marks = SqlitePoolOptions::new()
-            .max_connections(2)
-            .connect_with(options.synchronous(SqliteSynchronous::Normal))
-            .await?;
-        Ok(SqliteStore { pool, marks })
+        let db = std::path::PathBuf::from(options.get_filename());
+        let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+        let mut wal = db.clone().into_os_string();
+        wal.push("-wal");
+        Ok(SqliteStore {
+            pool,
+            writer,
+            durability: Durability {
+                wal: (!in_memory).then(|| wal.into()),
+                db,
+                committed: Default::default(),
+                synced: Default::default(),
+                syncing: tokio::sync::Mutex::new(()),
+            },
+        })
     }
 }
 
@@ -90,7 +170,7 @@ impl Store for SqliteStore {
     }
 
     async fn commit_emit(&self, batch: &EmitBatch, now_ms: i64) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         for (key, state) in &batch.states {
             let open: Vec<&str> = state
                 .iter()
@@ -166,7 +246,7 @@ impl Store for SqliteStore {
             .await?;
         }
         tx.commit().await?;
-        Ok(())
+        self.durability.wait(self.durability.ticket()).await
     }
 
     async fn due_deliveries(
@@ -210,7 +290,7 @@ impl Store for SqliteStore {
         )
         .bind(seq)
         .bind(now_ms)
-        .execute(&self.marks)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
@@ -230,7 +310,7 @@ impl Store for SqliteStore {
         .bind(next_attempt_at)
         .bind(error)
         .bind(now_ms)
-        .execute(&self.marks)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
@@ -243,7 +323,7 @@ impl Store for SqliteStore {
         .bind(seq)
         .bind(error)
         .bind(now_ms)
-        .execute(&self.marks)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
@@ -274,7 +354,7 @@ impl Store for SqliteStore {
         seqs: &[i64],
         now_ms: i64,
     ) -> Result<u64, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         let mut changed = 0;
         let targets: Vec<Option<i64>> = if seqs.is_empty() {
             vec![None]
@@ -291,6 +371,7 @@ impl Store for SqliteStore {
                 .rows_affected();
         }
         tx.commit().await?;
+        self.durability.wait(self.durability.ticket()).await?;
         Ok(changed)
     }
 
@@ -306,7 +387,7 @@ impl Store for SqliteStore {
         Ok(
             sqlx::query("DELETE FROM outbox WHERE status = 'delivered' AND updated_at < $1")
                 .bind(before_ms)
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await?
                 .rows_affected(),
         )
@@ -332,27 +413,41 @@ impl Store for SqliteStore {
         now_ms: i64,
         claim: &InboxClaim,
     ) -> Result<Vec<Option<i64>>, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let mut seqs = Vec::with_capacity(events.len());
-        for e in events {
-            let seq: Option<i64> = sqlx::query_scalar(
+        // One multi-row INSERT per chunk (8 bound values a row, well under SQLite's limit of
+        // 32,766): one round trip to the database thread instead of one per event.
+        let mut tx = self.writer.begin().await?;
+        let mut seqs: Vec<Option<i64>> = vec![None; events.len()];
+        for (chunk_no, chunk) in events.chunks(1000).enumerate() {
+            let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
                 "INSERT INTO inbox (source, event_id, event_type, client, payload, received_at, \
-                 claimed_by, claimed_until) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
-                 ON CONFLICT (source, event_id) DO NOTHING RETURNING seq",
-            )
-            .bind(&e.source)
-            .bind(&e.event_id)
-            .bind(&e.event_type)
-            .bind(&e.client)
-            .bind(&e.payload)
-            .bind(now_ms)
-            .bind(&claim.owner)
-            .bind(claim.until_ms)
-            .fetch_optional(&mut *tx)
-            .await?;
-            seqs.push(seq);
+                 claimed_by, claimed_until) ",
+            );
+            q.push_values(chunk, |mut b, e| {
+                b.push_bind(&e.source)
+                    .push_bind(&e.event_id)
+                    .push_bind(&e.event_type)
+                    .push_bind(&e.client)
+                    .push_bind(&e.payload)
+                    .push_bind(now_ms)
+                    .push_bind(&claim.owner)
+                    .push_bind(claim.until_ms);
+            });
+            q.push(" ON CONFLICT (source, event_id) DO NOTHING RETURNING seq, source, event_id");
+            let inserted: Vec<(i64, String, String)> =
+                q.build_query_as().fetch_all(&mut *tx).await?;
+            // RETURNING order is unspecified: match rows by key. A key twice in the chunk
+            // was inserted once, for its first occurrence.
+            let mut by_key: std::collections::HashMap<(&str, &str), i64> = inserted
+                .iter()
+                .map(|(seq, src, id)| ((src.as_str(), id.as_str()), *seq))
+                .collect();
+            for (i, e) in chunk.iter().enumerate() {
+                seqs[chunk_no * 1000 + i] =
+                    by_key.remove(&(e.source.as_str(), e.event_id.as_str()));
+            }
         }
         tx.commit().await?;
+        self.durability.wait(self.durability.ticket()).await?;
         Ok(seqs)
     }
 
@@ -374,7 +469,7 @@ impl Store for SqliteStore {
         .bind(claim.until_ms)
         .bind(now_ms)
         .bind(limit)
-        .fetch_all(&self.marks)
+        .fetch_all(&self.writer)
         .await?;
         rows.sort_by_key(|r| r.seq);
         Ok(rows)
@@ -386,7 +481,7 @@ impl Store for SqliteStore {
         )
         .bind(&claim.owner)
         .bind(claim.until_ms)
-        .execute(&self.marks)
+        .execute(&self.writer)
         .await?
         .rows_affected())
     }
@@ -395,7 +490,7 @@ impl Store for SqliteStore {
         sqlx::query("UPDATE inbox SET status = 'done', done_at = $2 WHERE seq = $1")
             .bind(seq)
             .bind(now_ms)
-            .execute(&self.marks)
+            .execute(&self.writer)
             .await?;
         Ok(())
     }
@@ -411,7 +506,7 @@ impl Store for SqliteStore {
         )
         .bind(list)
         .bind(now_ms)
-        .execute(&self.marks)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
@@ -434,7 +529,7 @@ impl Store for SqliteStore {
         .bind(&d.reason)
         .bind(&d.chain_id)
         .bind(&d.requests)
-        .execute(&self.marks)
+        .execute(&self.writer)
         .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -452,7 +547,7 @@ impl Store for SqliteStore {
         .bind(&d.event_id)
         .bind(&d.policy)
         .bind(&d.application)
-        .execute(&self.marks)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
@@ -465,7 +560,7 @@ impl Store for SqliteStore {
         )
         .bind(now_ms)
         .bind(before_ms)
-        .execute(&self.marks)
+        .execute(&self.writer)
         .await?;
         Ok(done.rows_affected())
     }
