@@ -630,11 +630,16 @@ impl<'de> Deserialize<'de> for HttpUrl {
     }
 }
 
-/// Where the store lives. Only SQLite exists in this version; `postgres://` URLs are
-/// refused with a message saying so.
+/// Where the store lives: a SQLite file (one gateway) or a PostgreSQL database (several).
+/// The PostgreSQL URL may hold a password: `Debug` prints it as `***` (see
+/// [`StoreUrl::redacted`]); the URL itself is never logged.
 #[derive(Clone, PartialEq, Eq)]
 pub enum StoreUrl {
+    /// `sqlite://PATH`.
     Sqlite(String),
+    /// `postgres://…` or `postgresql://…`, with libpq-style options such as `sslmode` in the
+    /// query string.
+    Postgres(String),
 }
 
 impl Default for StoreUrl {
@@ -643,11 +648,41 @@ impl Default for StoreUrl {
     }
 }
 
+impl StoreUrl {
+    /// The URL with any password (in the user info or a `password` option) shown as `***`.
+    pub fn redacted(&self) -> String {
+        match self {
+            StoreUrl::Sqlite(u) => u.clone(),
+            StoreUrl::Postgres(u) => {
+                let Ok(mut url) = url::Url::parse(u) else {
+                    return "postgres://(unparsable URL)".into();
+                };
+                if url.password().is_some() {
+                    let _ = url.set_password(Some("***"));
+                }
+                if url.query_pairs().any(|(k, _)| k == "password") {
+                    let pairs: Vec<(String, String)> = url
+                        .query_pairs()
+                        .map(|(k, v)| {
+                            let v = if k == "password" {
+                                "***".into()
+                            } else {
+                                v.into_owned()
+                            };
+                            (k.into_owned(), v)
+                        })
+                        .collect();
+                    url.query_pairs_mut().clear().extend_pairs(pairs);
+                }
+                url.to_string()
+            }
+        }
+    }
+}
+
 impl fmt::Debug for StoreUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            StoreUrl::Sqlite(u) => write!(f, "{u}"),
-        }
+        f.write_str(&self.redacted())
     }
 }
 
@@ -665,7 +700,12 @@ impl std::str::FromStr for StoreUrl {
             }
             Ok(StoreUrl::Sqlite(s.to_string()))
         } else if s.starts_with("postgres://") || s.starts_with("postgresql://") {
-            Err("the PostgreSQL store is not available in this version; use sqlite://PATH".into())
+            // Checked here so that `check` and the start refuse a malformed URL; the messages
+            // of both parsers name the problem, never the URL (which may hold a password).
+            url::Url::parse(s).map_err(|e| format!("the PostgreSQL store URL is invalid: {e}"))?;
+            s.parse::<sqlx::postgres::PgConnectOptions>()
+                .map_err(|e| format!("the PostgreSQL store URL is invalid: {e}"))?;
+            Ok(StoreUrl::Postgres(s.to_string()))
         } else {
             Err(format!(
                 "store URL {:?} is neither sqlite://PATH nor postgres://…",
@@ -806,6 +846,11 @@ impl Config {
             && tls.client_ca_file.is_none()
         {
             return Err("tls.requireClientCertificate: needs tls.clientCaFile".into());
+        }
+        if let Some(tls) = &self.tls
+            && tls.reload_interval.0.is_zero()
+        {
+            return Err("tls.reloadInterval: must be longer than zero".into());
         }
         if self.http.header_read_timeout.0.is_zero() || self.http.body_read_timeout.0.is_zero() {
             return Err("http: read timeouts must be longer than zero".into());
@@ -999,8 +1044,12 @@ sinks:
             ),
             ("store: mysql://x\n", &["gw.yaml:1", "neither sqlite"]),
             (
-                "store: postgres://db/gw\n",
-                &["gw.yaml:1", "PostgreSQL store is not available"],
+                "store: \"postgres://gw:s3cret@db:notaport/gw\"\n",
+                &["gw.yaml:1", "PostgreSQL store URL is invalid", "port"],
+            ),
+            (
+                "store: postgres://db/gw?sslmode=sometimes\n",
+                &["gw.yaml:1", "PostgreSQL store URL is invalid"],
             ),
             ("log: {level: \"info,[\"}\n", &["gw.yaml", "log.level"]),
             (
@@ -1024,6 +1073,37 @@ sinks:
                 assert!(e.contains(want), "{text:?}: {e:?} lacks {want:?}");
             }
         }
+    }
+
+    #[test]
+    fn postgres_urls_are_accepted_and_never_print_their_password() {
+        let cfg = Config::parse(
+            "gw.yaml",
+            "store: postgresql://gw:s3cret@db.example:5433/gw?sslmode=require\n",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            cfg.store,
+            StoreUrl::Postgres("postgresql://gw:s3cret@db.example:5433/gw?sslmode=require".into())
+        );
+        assert_eq!(
+            format!("{:?}", cfg.store),
+            "postgresql://gw:***@db.example:5433/gw?sslmode=require"
+        );
+        let in_query: StoreUrl = "postgres://db/gw?user=gw&password=s3cret&sslmode=disable"
+            .parse()
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            in_query.redacted(),
+            "postgres://db/gw?user=gw&password=***&sslmode=disable"
+        );
+        let no_password: StoreUrl = "postgres://gw@db/gw"
+            .parse()
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(format!("{no_password:?}"), "postgres://gw@db/gw");
+        // A refused URL is named by its problem only.
+        let e = err("store: \"postgres://gw:s3cret@db:notaport/gw\"\n");
+        assert!(!e.contains("s3cret"), "{e}");
     }
 
     #[test]

@@ -470,6 +470,15 @@ fn bad_tls_settings_are_refused_with_the_file_or_key_named() {
             "tls.requireClientCertificate: needs tls.clientCaFile",
         ),
         (
+            "a reload interval of zero",
+            format!(
+                "tls: {{certFile: {}, keyFile: {}, reloadInterval: 0s}}\n",
+                server.cert.display(),
+                server.key.display()
+            ),
+            "tls.reloadInterval: must be longer than zero",
+        ),
+        (
             "a certificate client without a CA",
             format!(
                 "tls: {{certFile: {}, keyFile: {}}}\nreact:\n  policies: {}\n  clients:\n    - {{name: c, certificate: {{dnsName: c.test}}, sources: [\"*\"], types: [\"*\"]}}\n",

@@ -176,10 +176,7 @@ impl Engine {
                     self.enqueue(job, &mut queue, &mut outstanding).await;
                 }
             }
-            if full_page {
-                claim_due = Instant::now();
-                continue;
-            }
+            // Renewed even while a backlog is being claimed page after page.
             if Instant::now() >= renew_due {
                 if let Err(e) = self
                     .store
@@ -193,6 +190,10 @@ impl Engine {
             if shared && Instant::now() >= settle_due {
                 self.settle_interrupted(shared).await;
                 settle_due = Instant::now() + SETTLE_EVERY;
+            }
+            if full_page {
+                claim_due = Instant::now();
+                continue;
             }
             if !done_rows.is_empty() {
                 if let Err(e) = self

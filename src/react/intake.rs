@@ -89,11 +89,6 @@ async fn receive(
     body: Body,
 ) -> Response {
     let peer = peer.and_then(|Extension(PeerCertificate(c))| c);
-    if intake.require_client_certificate && peer.is_none() {
-        return auth_refusal(AuthError::Unauthenticated(
-            "a client certificate is required (tls.requireClientCertificate)".into(),
-        ));
-    }
     let limit = intake.body_limit;
     if let Some(len) = headers
         .get(header::CONTENT_LENGTH)
@@ -125,6 +120,13 @@ async fn receive(
             }
             Ok(Ok(b)) => b,
         };
+    // Refusals come after the body is read (within its limit and time): answering while the
+    // client is still sending would reset the connection before it reads the answer.
+    if intake.require_client_certificate && peer.is_none() {
+        return auth_refusal(AuthError::Unauthenticated(
+            "a client certificate is required (tls.requireClientCertificate)".into(),
+        ));
+    }
     let now_s = chrono::Utc::now().timestamp();
     let client = match intake
         .clients

@@ -2,11 +2,13 @@
 //! incidents, the outbox with each delivery's state, the react flow's inbox (deduplicated
 //! received events) and its decisions (the audit trail).
 //!
-//! One trait, [`Store`], with the SQLite implementation ([`sqlite::SqliteStore`], the
-//! embedded default). The trait is shaped for a PostgreSQL implementation (set-based
-//! queries, no SQLite-only semantics callers depend on). Callers pass the time in; the store
-//! never reads the clock, never decides what to emit and never talks to the network.
+//! One trait, [`Store`], with two implementations of the same semantics: SQLite
+//! ([`sqlite::SqliteStore`], the embedded default, one gateway per file) and PostgreSQL
+//! ([`postgres::PostgresStore`], shared by several gateways, which claim inbox rows).
+//! Callers pass the time in; the store never reads the clock, never decides what to emit and
+//! never talks to anything but its database.
 
+pub mod postgres;
 pub mod sqlite;
 
 use crate::config::StoreUrl;
@@ -25,6 +27,16 @@ pub enum StoreError {
     Corrupt { key: String, message: String },
     #[error("no store at {0}")]
     Missing(String),
+    /// The PostgreSQL server refused the connection (authentication, no such database, TLS).
+    /// Like [`StoreError::Unreachable`] it names the host, never the URL (it may hold a
+    /// password).
+    #[error("cannot connect to PostgreSQL at {host}: {error}")]
+    Connect { host: String, error: sqlx::Error },
+    /// No connection to the PostgreSQL server within the connect timeout.
+    #[error(
+        "PostgreSQL at {host} did not accept a connection within {timeout_s} s (is it running and reachable from here?)"
+    )]
+    Unreachable { host: String, timeout_s: u64 },
 }
 
 /// An event to put in the outbox for one sink.
@@ -305,6 +317,7 @@ pub trait Store: Send + Sync + 'static {
 pub async fn open(url: &StoreUrl) -> Result<Arc<dyn Store>, StoreError> {
     match url {
         StoreUrl::Sqlite(u) => Ok(Arc::new(sqlite::SqliteStore::open(u).await?)),
+        StoreUrl::Postgres(u) => Ok(Arc::new(postgres::PostgresStore::open(u).await?)),
     }
 }
 
@@ -320,5 +333,7 @@ pub async fn open_existing(url: &StoreUrl) -> Result<Arc<dyn Store>, StoreError>
             }
             Ok(Arc::new(sqlite::SqliteStore::open(u).await?))
         }
+        // A database that does not exist is an error of the server, never created here.
+        StoreUrl::Postgres(u) => Ok(Arc::new(postgres::PostgresStore::open(u).await?)),
     }
 }
