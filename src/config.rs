@@ -39,6 +39,37 @@ pub struct Config {
     pub tls: Option<TlsConfig>,
     #[serde(default)]
     pub http: HttpConfig,
+    /// Several gateways on one PostgreSQL store: one leader (a Kubernetes Lease) watches,
+    /// emits, delivers and sweeps previews; every gateway takes and decides events.
+    #[serde(default)]
+    pub leader_election: Option<LeaderElectionConfig>,
+}
+
+/// The Lease the gateways of one installation compete for.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct LeaderElectionConfig {
+    /// Name of the Lease (coordination.k8s.io/v1); created if missing.
+    #[serde(default = "default_lease")]
+    pub lease: String,
+    /// Its namespace (the gateway's own, usually).
+    pub namespace: String,
+    /// How long a leader that stops renewing keeps the Lease: the fail-over time.
+    #[serde(default = "d_15s")]
+    pub duration: HumanDuration,
+    /// How long before expiry the leader renews (also the clock skew tolerated).
+    #[serde(default = "d_5s")]
+    pub grace: HumanDuration,
+}
+
+fn default_lease() -> String {
+    "argocd-cdevents-leader".into()
+}
+fn d_15s() -> HumanDuration {
+    HumanDuration(Duration::from_secs(15))
+}
+fn d_5s() -> HumanDuration {
+    HumanDuration(Duration::from_secs(5))
 }
 
 /// HTTPS for the listener. The files are PEM and are re-read when they change (certificate
@@ -104,6 +135,7 @@ impl Default for Config {
             react: None,
             tls: None,
             http: HttpConfig::default(),
+            leader_election: None,
         }
     }
 }
@@ -851,6 +883,19 @@ impl Config {
             && tls.reload_interval.0.is_zero()
         {
             return Err("tls.reloadInterval: must be longer than zero".into());
+        }
+        if let Some(le) = &self.leader_election {
+            // That the store is PostgreSQL is checked at start: the URL may come from
+            // ARGOCD_CDEVENTS_STORE, after this file is read.
+            if le.lease.trim().is_empty() || le.namespace.trim().is_empty() {
+                return Err("leaderElection: lease and namespace must not be empty".into());
+            }
+            let (d, g) = (le.duration.0.as_secs(), le.grace.0.as_secs());
+            if g == 0 || d <= g {
+                return Err(format!(
+                    "leaderElection: grace ({g}s) must be at least 1s and shorter than duration ({d}s); both count whole seconds"
+                ));
+            }
         }
         if self.http.header_read_timeout.0.is_zero() || self.http.body_read_timeout.0.is_zero() {
             return Err("http: read timeouts must be longer than zero".into());

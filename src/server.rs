@@ -55,6 +55,10 @@ pub enum RunError {
     Argo(#[from] crate::argocd::ArgoError),
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
+    #[error(transparent)]
+    Leader(#[from] crate::leader::LeaderError),
+    #[error("{0}")]
+    Config(String),
 }
 
 /// The Argo CD backend the react flow acts through.
@@ -105,6 +109,138 @@ async fn argocd_backend(
     }
 }
 
+/// Where Application changes come from (built once, watched once per term of leadership).
+enum Source {
+    None,
+    Kube(kube::Client),
+    Stream(StreamSource),
+}
+
+/// What one gateway of an installation does at a time: watch and emit, deliver, sweep
+/// previews. Without leader election this gateway does them from start to stop; with it,
+/// while it leads.
+struct Duties {
+    store: Arc<dyn Store>,
+    config: Config,
+    sinks: Vec<(crate::config::SinkConfig, Arc<HttpSink>)>,
+    source: Source,
+    engine: Option<(Arc<crate::react::engine::Engine>, std::time::Duration)>,
+}
+
+impl Duties {
+    /// Start the duties until `stop`; the set ends when they have drained.
+    async fn start(&self, stop: CancellationToken) -> Result<JoinSet<()>, RunError> {
+        let mut set = JoinSet::new();
+        // The state as the store has it now (another leader may have moved it on).
+        let states = self.store.load_app_states().await?;
+        let mut routes = Vec::new();
+        for (sink_cfg, sink) in &self.sinks {
+            let notify = Arc::new(Notify::new());
+            routes.push(Route {
+                sink: sink_cfg.name.clone(),
+                types: sink_cfg.types.clone(),
+                notify: notify.clone(),
+            });
+            set.spawn(delivery::run_sink(
+                self.store.clone(),
+                sink.clone(),
+                self.config.delivery.clone(),
+                notify,
+                stop.clone(),
+            ));
+        }
+        let pipeline = Pipeline {
+            detect: DetectConfig {
+                environment_label: self.config.emit.environment_label.clone(),
+                custom_data_labels: self.config.emit.custom_data_labels.clone(),
+            },
+            version: self.config.emit.spec_version,
+            source: self.config.emit.source.clone(),
+            store: self.store.clone(),
+            routes,
+            inventory: Inventory::new(states),
+        };
+        let events = match &self.source {
+            Source::None => None,
+            Source::Kube(client) => Some(kube_source::watch(
+                client.clone(),
+                &self.config.emit.watch.kubernetes,
+            )),
+            Source::Stream(src) => Some(src.clone().watch(stop.clone())),
+        };
+        if let Some(events) = events {
+            set.spawn(pipeline.run(events.fuse(), stop.clone()));
+        }
+        if let Some((engine, every)) = &self.engine {
+            set.spawn(engine.clone().sweep_previews(*every, stop.clone()));
+        }
+        Ok(set)
+    }
+}
+
+/// Wait until every task of `set` has ended.
+async fn drained(mut set: JoinSet<()>) {
+    while set.join_next().await.is_some() {}
+}
+
+/// Take part in the election until `stop`: start the duties on becoming the leader, stop
+/// them (draining up to `drain`) on losing it, and release the Lease at the end.
+async fn lead(
+    election: crate::leader::Leadership,
+    duties: Duties,
+    drain: std::time::Duration,
+    stop: CancellationToken,
+) {
+    let mut changes = election.changes.clone();
+    metrics::set_leader(false);
+    'terms: loop {
+        // Wait to lead.
+        while !*changes.borrow_and_update() {
+            tracing::info!(identity = %election.identity, "standing by: another gateway leads");
+            tokio::select! {
+                _ = stop.cancelled() => break 'terms,
+                changed = changes.changed() => if changed.is_err() { break 'terms },
+            }
+        }
+        tracing::info!(identity = %election.identity, "became the leader: watching, emitting and delivering");
+        metrics::set_leader(true);
+        let term = stop.child_token();
+        let set = match duties.start(term.clone()).await {
+            Ok(set) => set,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start the leader's duties; retrying");
+                tokio::select! {
+                    _ = stop.cancelled() => break 'terms,
+                    _ = tokio::time::sleep(std::time::Duration::from_secs(5)) => continue 'terms,
+                }
+            }
+        };
+        let lost = loop {
+            tokio::select! {
+                _ = stop.cancelled() => break false,
+                changed = changes.changed() => match changed {
+                    Err(_) => break true,
+                    Ok(()) if !*changes.borrow_and_update() => break true,
+                    Ok(()) => {}
+                },
+            }
+        };
+        term.cancel();
+        if tokio::time::timeout(drain, drained(set)).await.is_err() {
+            tracing::warn!(
+                "drain timeout while stepping down; unfinished deliveries stay pending for the next leader"
+            );
+        }
+        metrics::set_leader(false);
+        if !lost {
+            break;
+        }
+        tracing::warn!(identity = %election.identity, "lost the leadership: duties stopped");
+    }
+    drop(changes);
+    election.leave().await;
+}
+
 #[derive(Clone)]
 struct AppState {
     store: Arc<dyn Store>,
@@ -125,10 +261,11 @@ pub async fn run(
         None => None,
     };
     let store = store::open(&config.store).await?;
-    let states = store.load_app_states().await?;
-    tracing::info!(apps = states.len(), store = ?config.store, "store opened");
+    tracing::info!(store = ?config.store, "store opened");
 
-    // Sinks and their workers.
+    // What only one gateway may do at a time (the leader, with leaderElection; else this one):
+    // watch Applications and emit, deliver the outbox, sweep expired previews. Everything it
+    // needs is built now, so that a bad sink or source setting stops the start.
     // No redirects: a 3xx is the sink's answer (dead letter), never a silent GET elsewhere
     // that would take the auth header along.
     let client = reqwest::Client::builder()
@@ -136,55 +273,41 @@ pub async fn run(
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .map_err(RunError::Client)?;
-    let mut workers = JoinSet::new();
-    let mut routes = Vec::new();
-    let work_stop = CancellationToken::new();
+    let mut sinks = Vec::new();
     for sink_cfg in &config.sinks {
-        let sink = Arc::new(HttpSink::new(sink_cfg, client.clone(), &|k| env(k))?);
-        metrics::init_sink(&sink_cfg.name);
-        let notify = Arc::new(Notify::new());
-        routes.push(Route {
-            sink: sink_cfg.name.clone(),
-            types: sink_cfg.types.clone(),
-            notify: notify.clone(),
-        });
-        workers.spawn(delivery::run_sink(
-            store.clone(),
-            sink,
-            config.delivery.clone(),
-            notify,
-            work_stop.clone(),
+        sinks.push((
+            sink_cfg.clone(),
+            Arc::new(HttpSink::new(sink_cfg, client.clone(), &|k| env(k))?),
         ));
+        metrics::init_sink(&sink_cfg.name);
     }
-
-    // Watch source and pipeline.
-    let pipeline = Pipeline {
-        detect: DetectConfig {
-            environment_label: config.emit.environment_label.clone(),
-            custom_data_labels: config.emit.custom_data_labels.clone(),
-        },
-        version: config.emit.spec_version,
-        source: config.emit.source.clone(),
-        store: store.clone(),
-        routes,
-        inventory: Inventory::new(states),
-    };
     let source = match config.emit.watch.kind {
-        WatchKind::None => None,
+        WatchKind::None => Source::None,
         WatchKind::Kubernetes => {
             metrics::init_watch("kubernetes");
-            let client = kube::Client::try_default()
-                .await
-                .map_err(|e| RunError::Kube(e.to_string()))?;
-            Some(kube_source::watch(client, &config.emit.watch.kubernetes))
+            Source::Kube(
+                kube::Client::try_default()
+                    .await
+                    .map_err(|e| RunError::Kube(e.to_string()))?,
+            )
         }
         WatchKind::Argocd => {
             metrics::init_watch("argocd");
-            let src = StreamSource::from_config(&config.emit.watch.argocd, &|k| env(k))?;
-            Some(src.watch(work_stop.clone()))
+            Source::Stream(StreamSource::from_config(
+                &config.emit.watch.argocd,
+                &|k| env(k),
+            )?)
         }
     };
-    let emit_task = source.map(|s| tokio::spawn(pipeline.run(s.fuse(), work_stop.clone())));
+    let mut duties = Duties {
+        store: store.clone(),
+        config: config.clone(),
+        sinks,
+        source,
+        engine: None,
+    };
+    let mut workers = JoinSet::new();
+    let work_stop = CancellationToken::new();
 
     let state = AppState {
         store: store.clone(),
@@ -222,11 +345,7 @@ pub async fn run(
                 rc.reload_interval.0,
                 work_stop.clone(),
             ));
-            workers.spawn(
-                engine
-                    .clone()
-                    .sweep_previews(rc.preview_sweep_interval.0, work_stop.clone()),
-            );
+            duties.engine = Some((engine.clone(), rc.preview_sweep_interval.0));
             intake::routes(Arc::new(intake::Intake {
                 clients,
                 policies: handle,
@@ -241,6 +360,32 @@ pub async fn run(
             }))
         }
     };
+
+    match &config.leader_election {
+        None => {
+            let set = duties.start(work_stop.clone()).await?;
+            metrics::set_leader(true);
+            workers.spawn(drained(set));
+        }
+        Some(le) => {
+            if !matches!(config.store, crate::config::StoreUrl::Postgres(_)) {
+                return Err(RunError::Config(
+                    "leaderElection needs a postgres:// store that every gateway shares (a SQLite file serves one gateway, which needs no election)".into(),
+                ));
+            }
+            let client = kube::Client::try_default()
+                .await
+                .map_err(|e| RunError::Kube(e.to_string()))?;
+            let identity = crate::react::engine::owner_id(env("HOSTNAME").as_deref());
+            let election = crate::leader::Leadership::join(client, le, identity).await?;
+            workers.spawn(lead(
+                election,
+                duties,
+                config.delivery.drain_timeout.0,
+                work_stop.clone(),
+            ));
+        }
+    }
 
     let app = Router::new()
         .route("/healthz", get(|| async { "ok" }))
@@ -285,12 +430,7 @@ pub async fn run(
     // Drain: stop taking new work, let in-flight deliveries finish.
     tracing::info!("shutting down; draining in-flight deliveries");
     work_stop.cancel();
-    let drain = async {
-        if let Some(t) = emit_task {
-            let _ = t.await;
-        }
-        while workers.join_next().await.is_some() {}
-    };
+    let drain = async { while workers.join_next().await.is_some() {} };
     if tokio::time::timeout(config.delivery.drain_timeout.0, drain)
         .await
         .is_err()

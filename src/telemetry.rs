@@ -59,6 +59,7 @@ pub mod metrics {
         pub policy_reloads: Family<Labels, Counter>,
         pub policy_reload_success: Gauge,
         pub policies_loaded: Gauge,
+        pub leader: Gauge,
     }
 
     fn latency_histogram() -> Histogram {
@@ -163,8 +164,15 @@ pub mod metrics {
             "Policies in the active set",
             policies_loaded.clone(),
         );
+        let leader = Gauge::default();
+        registry.register(
+            "leader",
+            "1 while this gateway does the leader's duties (watch, emit, deliver, sweep previews): always without leaderElection, while it holds the Lease with it",
+            leader.clone(),
+        );
         Metrics {
             registry,
+            leader,
             events_received,
             events_rejected,
             events_deduplicated,
@@ -251,6 +259,11 @@ pub mod metrics {
         m.dead_letters
             .get_or_create(&vec![("sink", sink.to_string())])
             .set(dead);
+    }
+
+    /// Whether this gateway does the leader's duties now.
+    pub fn set_leader(on: bool) {
+        get().leader.set(i64::from(on));
     }
 
     /// Create the react flow's series at zero.

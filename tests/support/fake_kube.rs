@@ -95,6 +95,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{Notify, broadcast, mpsc};
 
+mod leases;
 mod writes;
 use writes::{Write, create, media_type, object, object_path};
 
@@ -445,6 +446,7 @@ impl Recorded {
 
 struct Shared {
     world: Mutex<World>,
+    leases: Mutex<leases::Leases>,
     requests: Mutex<Vec<Recorded>>,
     watches_established: Mutex<usize>,
     changed: Notify,
@@ -474,6 +476,7 @@ impl FakeKube {
                     current: BTreeMap::new(),
                     tx,
                 }),
+                leases: Mutex::new(leases::Leases::default()),
                 requests: Mutex::new(Vec::new()),
                 watches_established: Mutex::new(0),
                 changed: Notify::new(),
@@ -505,6 +508,15 @@ impl FakeKube {
 
     pub fn apply(&self, app: Value) -> Value {
         self.edit(|w| w.apply(app))
+    }
+
+    /// A Lease as the double holds it.
+    pub fn lease(&self, namespace: &str, name: &str) -> Option<Value> {
+        self.shared
+            .leases
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(namespace, name)
     }
     pub fn delete(&self, namespace: &str, name: &str) -> Option<Value> {
         self.edit(|w| w.delete(namespace, name))
@@ -614,6 +626,23 @@ async fn handle(State(fake): State<FakeKube>, req: Request) -> Response {
         body: &bytes,
     };
     let (response, outcome) = match (object_path(&path), collection(&path)) {
+        _ if path.starts_with(leases::PREFIX) && leases::lease_path(&path).is_some() => {
+            let (ns, name) = leases::lease_path(&path).unwrap_or_default();
+            let response = fake
+                .shared
+                .leases
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .handle(
+                    &method,
+                    &ns,
+                    name.as_deref(),
+                    &query,
+                    &write.media_type,
+                    &bytes,
+                );
+            (response, "lease")
+        }
         (Some((ns, name)), _) => object(&fake, &write, &ns, &name),
         (None, Some(Some(ns))) if method == Method::POST => create(&fake, &write, &ns),
         _ => serve(&fake, &method, &path, &query),
