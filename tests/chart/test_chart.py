@@ -64,6 +64,7 @@ METRICS = {
     "argocd_cdevents_policy_reloads_total",
     "argocd_cdevents_policy_reload_success",
     "argocd_cdevents_policies_loaded",
+    "argocd_cdevents_leader",
 }
 HISTOGRAMS = {"argocd_cdevents_argocd_request_duration_seconds", "argocd_cdevents_delivery_duration_seconds"}
 
@@ -612,11 +613,15 @@ def test_ha_postgres(chart):
     }
     assert not find(objects, "PersistentVolumeClaim")
     assert "/var/lib/argocd-cdevents" not in mounts(objects)
-    # leader election: leases in the release namespace only
-    (rule,) = lease_rules(objects)
-    assert rule["resources"] == ["leases"]
-    assert {"get", "create", "update"} <= set(rule["verbs"])
-    assert "delete" not in rule["verbs"] and "list" not in rule["verbs"]
+    # leader election: the config names the Lease, in the release namespace
+    assert rendered_config(objects)["leaderElection"] == {"namespace": NAMESPACE, "lease": f"{RELEASE}-leader"}
+    # exactly what kube-lease-manager does: GET and PATCH (apply, strategic merge) on that
+    # Lease, POST to create it; no update, list, watch or delete
+    assert sorted((r["verbs"], r.get("resourceNames")) for r in lease_rules(objects)) == [
+        (["create"], None),
+        (["get", "patch"], [f"{RELEASE}-leader"]),
+    ]
+    assert all(r["resources"] == ["leases"] for r in lease_rules(objects))
     lease_role = one(objects, "Role", f"{RELEASE}-leader-election")
     assert lease_role["metadata"]["namespace"] == NAMESPACE
     lease_binding = one(objects, "RoleBinding", f"{RELEASE}-leader-election")
@@ -631,6 +636,62 @@ def test_ha_postgres(chart):
         binding = one(objects, "RoleBinding", f"{RELEASE}-applications", ns)
         assert binding["subjects"][0]["namespace"] == NAMESPACE
     assert one(objects, "PodDisruptionBudget")["spec"]["maxUnavailable"] == 1
+
+
+def test_ha_leader_election_follows_the_values(chart, tmp_path):
+    """Durations pass through, the Lease is named after the release (fullnameOverride too), the
+    Role grants exactly that Lease, and the binary's `check` accepts the result."""
+    values = {
+        "replicaCount": 2,
+        "fullnameOverride": "gw",
+        "postgresql": {"existingSecret": "db"},
+        "leaderElection": {"duration": "30s", "grace": "10s"},
+    }
+    objects = render(chart, values)
+    text = one(objects, "ConfigMap", "gw")["data"]["config.yaml"]
+    assert yaml.safe_load(text)["leaderElection"] == {
+        "namespace": NAMESPACE, "lease": "gw-leader", "duration": "30s", "grace": "10s"
+    }
+    named = [r for r in lease_rules(objects) if r.get("resourceNames")]
+    assert [r["resourceNames"] for r in named] == [["gw-leader"]]
+    # the pod talks to the API server for the Lease even when nothing else needs it
+    values["config"] = {"emit": {"watch": {"kind": "none"}}}
+    objects = render(chart, values)
+    assert one(objects, "ServiceAccount")["automountServiceAccountToken"] is True
+    assert one(objects, "Deployment")["spec"]["template"]["spec"]["automountServiceAccountToken"] is True
+    assert not application_rules(objects) and lease_rules(objects)
+    gateway_check(one(objects, "ConfigMap", "gw")["data"]["config.yaml"], tmp_path)
+
+
+@pytest.mark.parametrize("value_set", ["default", "kubernetes-backend", "all-optional-on", "tls"])
+def test_one_replica_has_no_leader_election(chart, value_set):
+    objects = render(chart, load_values(value_set))
+    assert "leaderElection" not in rendered_config(objects)
+    assert not lease_rules(objects)
+
+
+def test_leader_election_values_are_checked(chart):
+    with pytest.raises(helm.HelmValuesError) as caught:
+        chart.validate_schema({"leaderElection": {"duration": "fifteen"}})
+    assert "/leaderElection/duration" in str(caught.value)
+    # the chart writes config.leaderElection; it is not a config key of its own
+    with pytest.raises(helm.HelmValuesError) as caught:
+        chart.validate_schema({"config": {"leaderElection": {"namespace": "argocd"}}})
+    assert "'leaderElection' not allowed" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "values, expected",
+    [
+        ({}, None),
+        ({"podDisruptionBudget": {"enabled": True}}, 1),
+        ({"replicaCount": 2, "postgresql": {"existingSecret": "db"}}, 1),
+        ({"replicaCount": 2, "postgresql": {"existingSecret": "db"}, "podDisruptionBudget": {"enabled": False}}, None),
+    ],
+)
+def test_pod_disruption_budget_comes_with_several_replicas(chart, values, expected):
+    budgets = find(render(chart, values), "PodDisruptionBudget")
+    assert [b["spec"]["maxUnavailable"] for b in budgets] == ([] if expected is None else [expected])
 
 
 def test_argocd_stream_mode_needs_no_kubernetes_access(chart):
@@ -1008,7 +1069,10 @@ def test_alerts_cover_the_required_conditions_with_contract_metrics():
         "ArgoCDCDEventsOutboxNotDraining",
         "ArgoCDCDEventsArgoCDErrorRate",
         "ArgoCDCDEventsPolicyReloadFailing",
+        "ArgoCDCDEventsNoLeader",
     } <= set(alerts)
+    no_leader = alerts["ArgoCDCDEventsNoLeader"]
+    assert "max by (namespace) (argocd_cdevents_leader) == 0" in no_leader["expr"] and no_leader["for"] == "5m"
     assert "argocd_cdevents_dead_letters" in alerts["ArgoCDCDEventsDeadLettersGrowing"]["expr"]
     outbox = alerts["ArgoCDCDEventsOutboxNotDraining"]["expr"]
     assert "argocd_cdevents_outbox_pending" in outbox and 'result="delivered"' in outbox and "15m" in outbox

@@ -75,7 +75,8 @@ The port the gateway listens on, taken from config.listen ("0.0.0.0:8080", "[::]
 {{- end }}
 
 {{/*
-"true" when several replicas run and so elect a leader through a Lease.
+"true" when several replicas run and so elect a leader through a Lease: the config gets
+leaderElection (see "argocd-cdevents.config") and the ServiceAccount a Role on Leases.
 */}}
 {{- define "argocd-cdevents.leaderElection" -}}
 {{- if gt (int .Values.replicaCount) 1 }}true{{ end }}
@@ -197,7 +198,9 @@ The config file: .Values.config, plus
   through the `argocd` values;
 - for the react flow (config.react), react.policies (the directory the chart mounts the
   policies in) and react.argocd.backend (argocd.backend) when they are not set;
-- with tls.enabled, tls: the files of the mounted Secrets.
+- with tls.enabled, tls: the files of the mounted Secrets;
+- with replicaCount > 1, leaderElection: the Lease <fullname>-leader in the release
+  namespace (duration and grace from the leaderElection values when given).
 */}}
 {{- define "argocd-cdevents.config" -}}
 {{- $cfg := deepCopy .Values.config }}
@@ -235,6 +238,17 @@ The config file: .Values.config, plus
 {{- $_ := set $ra "backend" .Values.argocd.backend }}
 {{- end }}
 {{- $_ := set $r "argocd" $ra }}
+{{- end }}
+{{- if include "argocd-cdevents.leaderElection" . }}
+{{- $le := dict "namespace" .Release.Namespace "lease" (printf "%s-leader" (include "argocd-cdevents.fullname" .)) }}
+{{- $v := default (dict) .Values.leaderElection }}
+{{- with $v.duration }}
+{{- $_ := set $le "duration" . }}
+{{- end }}
+{{- with $v.grace }}
+{{- $_ := set $le "grace" . }}
+{{- end }}
+{{- $_ := set $cfg "leaderElection" $le }}
 {{- end }}
 {{- toYaml $cfg }}
 {{- end }}
