@@ -9,6 +9,7 @@
 //! never talks to anything but its database.
 
 pub mod postgres;
+mod sql;
 pub mod sqlite;
 
 use crate::config::StoreUrl;

@@ -19,6 +19,7 @@
 //! the event is sent once more; forgetting a decision claim means an event received before
 //! the cut may be decided again.
 
+use super::sql;
 use super::{
     DecisionRow, EmitBatch, InboxClaim, InboxRow, IncidentRow, NewDecision, NewInbound,
     OutboxCount, OutboxFilter, OutboxRow, Store, StoreError,
@@ -139,14 +140,6 @@ impl SqliteStore {
     }
 }
 
-macro_rules! row_columns {
-    () => {
-        "o.seq, o.sink, o.app_key, o.event_id, o.event_type, o.event_source, o.event_time, \
-         o.payload, o.status, o.attempts, o.next_attempt_at, o.last_error, o.created_at, \
-         o.updated_at"
-    };
-}
-
 const REDRIVE: &str = "UPDATE outbox SET status = 'pending', attempts = 0, next_attempt_at = $1, \
     last_error = NULL, updated_at = $1 WHERE status = 'dead' AND ($2 IS NULL OR sink = $2) \
     AND ($3 IS NULL OR seq = $3)";
@@ -154,7 +147,7 @@ const REDRIVE: &str = "UPDATE outbox SET status = 'pending', attempts = 0, next_
 #[async_trait]
 impl Store for SqliteStore {
     async fn load_app_states(&self) -> Result<Vec<AppState>, StoreError> {
-        let rows = sqlx::query("SELECT app_key, state FROM app_state ORDER BY app_key")
+        let rows = sqlx::query(sql::LOAD_APP_STATES)
             .fetch_all(&self.pool)
             .await?;
         rows.into_iter()
@@ -191,36 +184,25 @@ impl Store for SqliteStore {
                         key: key.clone(),
                         message: e.to_string(),
                     })?;
-                    sqlx::query(
-                        "INSERT INTO app_state (app_key, state, updated_at) VALUES ($1, $2, $3) \
-                         ON CONFLICT (app_key) DO UPDATE SET state = excluded.state, \
-                         updated_at = excluded.updated_at",
-                    )
-                    .bind(key)
-                    .bind(text)
-                    .bind(now_ms)
-                    .execute(&mut *tx)
-                    .await?;
-                    for (cause, incident) in &s.incidents {
-                        sqlx::query(
-                            "INSERT INTO incidents (app_key, cause, incident_id, description, opened_at) \
-                             VALUES ($1, $2, $3, $4, $5) \
-                             ON CONFLICT (app_key, cause) DO UPDATE SET \
-                             opened_at = CASE WHEN incidents.incident_id = excluded.incident_id \
-                                 THEN incidents.opened_at ELSE excluded.opened_at END, \
-                             incident_id = excluded.incident_id, description = excluded.description",
-                        )
+                    sqlx::query(sql::UPSERT_APP_STATE)
                         .bind(key)
-                        .bind(cause.as_str())
-                        .bind(&incident.id)
-                        .bind(&incident.description)
+                        .bind(text)
                         .bind(now_ms)
                         .execute(&mut *tx)
                         .await?;
+                    for (cause, incident) in &s.incidents {
+                        sqlx::query(sql::UPSERT_INCIDENT)
+                            .bind(key)
+                            .bind(cause.as_str())
+                            .bind(&incident.id)
+                            .bind(&incident.description)
+                            .bind(now_ms)
+                            .execute(&mut *tx)
+                            .await?;
                     }
                 }
                 None => {
-                    sqlx::query("DELETE FROM app_state WHERE app_key = $1")
+                    sqlx::query(sql::DELETE_APP_STATE)
                         .bind(key)
                         .execute(&mut *tx)
                         .await?;
@@ -255,15 +237,7 @@ impl Store for SqliteStore {
         now_ms: i64,
         limit: i64,
     ) -> Result<Vec<OutboxRow>, StoreError> {
-        let sql = concat!(
-            "SELECT ",
-            row_columns!(),
-            " FROM outbox o \
-             JOIN (SELECT MIN(seq) AS head FROM outbox WHERE sink = $1 AND status = 'pending' \
-                   GROUP BY app_key) h ON o.seq = h.head \
-             WHERE o.next_attempt_at <= $2 ORDER BY o.seq LIMIT $3"
-        );
-        Ok(sqlx::query_as(sql)
+        Ok(sqlx::query_as(sql::DUE_DELIVERIES)
             .bind(sink)
             .bind(now_ms)
             .bind(limit)
@@ -272,26 +246,19 @@ impl Store for SqliteStore {
     }
 
     async fn next_due_at(&self, sink: &str) -> Result<Option<i64>, StoreError> {
-        let row = sqlx::query(
-            "SELECT MIN(o.next_attempt_at) FROM outbox o \
-             JOIN (SELECT MIN(seq) AS head FROM outbox WHERE sink = $1 AND status = 'pending' \
-                   GROUP BY app_key) h ON o.seq = h.head",
-        )
-        .bind(sink)
-        .fetch_one(&self.pool)
-        .await?;
+        let row = sqlx::query(sql::NEXT_DUE_AT)
+            .bind(sink)
+            .fetch_one(&self.pool)
+            .await?;
         Ok(row.get::<Option<i64>, _>(0))
     }
 
     async fn mark_delivered(&self, seq: i64, now_ms: i64) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE outbox SET status = 'delivered', attempts = attempts + 1, last_error = NULL, \
-             updated_at = $2 WHERE seq = $1",
-        )
-        .bind(seq)
-        .bind(now_ms)
-        .execute(&self.writer)
-        .await?;
+        sqlx::query(sql::MARK_DELIVERED)
+            .bind(seq)
+            .bind(now_ms)
+            .execute(&self.writer)
+            .await?;
         Ok(())
     }
 
@@ -302,36 +269,30 @@ impl Store for SqliteStore {
         error: &str,
         now_ms: i64,
     ) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = $2, last_error = $3, \
-             updated_at = $4 WHERE seq = $1",
-        )
-        .bind(seq)
-        .bind(next_attempt_at)
-        .bind(error)
-        .bind(now_ms)
-        .execute(&self.writer)
-        .await?;
+        sqlx::query(sql::MARK_RETRY)
+            .bind(seq)
+            .bind(next_attempt_at)
+            .bind(error)
+            .bind(now_ms)
+            .execute(&self.writer)
+            .await?;
         Ok(())
     }
 
     async fn mark_dead(&self, seq: i64, error: &str, now_ms: i64) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE outbox SET status = 'dead', attempts = attempts + 1, last_error = $2, \
-             updated_at = $3 WHERE seq = $1",
-        )
-        .bind(seq)
-        .bind(error)
-        .bind(now_ms)
-        .execute(&self.writer)
-        .await?;
+        sqlx::query(sql::MARK_DEAD)
+            .bind(seq)
+            .bind(error)
+            .bind(now_ms)
+            .execute(&self.writer)
+            .await?;
         Ok(())
     }
 
     async fn list_outbox(&self, filter: &OutboxFilter) -> Result<Vec<OutboxRow>, StoreError> {
         let sql = concat!(
             "SELECT ",
-            row_columns!(),
+            sql::row_columns!(),
             " FROM outbox o \
              WHERE ($1 IS NULL OR o.status = $1) AND ($2 IS NULL OR o.sink = $2) \
              ORDER BY o.seq DESC LIMIT $3"
@@ -376,34 +337,27 @@ impl Store for SqliteStore {
     }
 
     async fn outbox_counts(&self) -> Result<Vec<OutboxCount>, StoreError> {
-        Ok(sqlx::query_as(
-            "SELECT sink, status, COUNT(*) AS count FROM outbox GROUP BY sink, status ORDER BY sink, status",
-        )
-        .fetch_all(&self.pool)
-        .await?)
+        Ok(sqlx::query_as(sql::OUTBOX_COUNTS)
+            .fetch_all(&self.pool)
+            .await?)
     }
 
     async fn prune_delivered(&self, before_ms: i64) -> Result<u64, StoreError> {
-        Ok(
-            sqlx::query("DELETE FROM outbox WHERE status = 'delivered' AND updated_at < $1")
-                .bind(before_ms)
-                .execute(&self.writer)
-                .await?
-                .rows_affected(),
-        )
+        Ok(sqlx::query(sql::PRUNE_DELIVERED)
+            .bind(before_ms)
+            .execute(&self.writer)
+            .await?
+            .rows_affected())
     }
 
     async fn open_incidents(&self) -> Result<Vec<IncidentRow>, StoreError> {
-        Ok(sqlx::query_as(
-            "SELECT app_key, cause, incident_id, description, opened_at FROM incidents \
-             ORDER BY app_key, cause",
-        )
-        .fetch_all(&self.pool)
-        .await?)
+        Ok(sqlx::query_as(sql::OPEN_INCIDENTS)
+            .fetch_all(&self.pool)
+            .await?)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        sqlx::query(sql::PING).execute(&self.pool).await?;
         Ok(())
     }
 
@@ -476,18 +430,16 @@ impl Store for SqliteStore {
     }
 
     async fn renew_inbox_claims(&self, claim: &InboxClaim) -> Result<u64, StoreError> {
-        Ok(sqlx::query(
-            "UPDATE inbox SET claimed_until = $2 WHERE status = 'pending' AND claimed_by = $1",
-        )
-        .bind(&claim.owner)
-        .bind(claim.until_ms)
-        .execute(&self.writer)
-        .await?
-        .rows_affected())
+        Ok(sqlx::query(sql::RENEW_INBOX_CLAIMS)
+            .bind(&claim.owner)
+            .bind(claim.until_ms)
+            .execute(&self.writer)
+            .await?
+            .rows_affected())
     }
 
     async fn finish_inbox(&self, seq: i64, now_ms: i64) -> Result<(), StoreError> {
-        sqlx::query("UPDATE inbox SET status = 'done', done_at = $2 WHERE seq = $1")
+        sqlx::query(sql::FINISH_INBOX)
             .bind(seq)
             .bind(now_ms)
             .execute(&self.writer)
@@ -512,79 +464,61 @@ impl Store for SqliteStore {
     }
 
     async fn record_decision(&self, d: &NewDecision, now_ms: i64) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "INSERT INTO decisions (decided_at, event_source, event_id, event_type, policy, \
-             application, action, outcome, reason, chain_id, requests) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
-             ON CONFLICT (event_source, event_id, policy, application) DO NOTHING",
-        )
-        .bind(now_ms)
-        .bind(&d.event_source)
-        .bind(&d.event_id)
-        .bind(&d.event_type)
-        .bind(&d.policy)
-        .bind(&d.application)
-        .bind(&d.action)
-        .bind(d.outcome)
-        .bind(&d.reason)
-        .bind(&d.chain_id)
-        .bind(&d.requests)
-        .execute(&self.writer)
-        .await?;
+        let done = sqlx::query(sql::RECORD_DECISION)
+            .bind(now_ms)
+            .bind(&d.event_source)
+            .bind(&d.event_id)
+            .bind(&d.event_type)
+            .bind(&d.policy)
+            .bind(&d.application)
+            .bind(&d.action)
+            .bind(d.outcome)
+            .bind(&d.reason)
+            .bind(&d.chain_id)
+            .bind(&d.requests)
+            .execute(&self.writer)
+            .await?;
         Ok(done.rows_affected() == 1)
     }
 
     async fn settle_decision(&self, d: &NewDecision, now_ms: i64) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE decisions SET outcome = $1, reason = $2, requests = $3, decided_at = $4 \
-             WHERE event_source = $5 AND event_id = $6 AND policy = $7 AND application = $8",
-        )
-        .bind(d.outcome)
-        .bind(&d.reason)
-        .bind(&d.requests)
-        .bind(now_ms)
-        .bind(&d.event_source)
-        .bind(&d.event_id)
-        .bind(&d.policy)
-        .bind(&d.application)
-        .execute(&self.writer)
-        .await?;
+        sqlx::query(sql::SETTLE_DECISION)
+            .bind(d.outcome)
+            .bind(&d.reason)
+            .bind(&d.requests)
+            .bind(now_ms)
+            .bind(&d.event_source)
+            .bind(&d.event_id)
+            .bind(&d.policy)
+            .bind(&d.application)
+            .execute(&self.writer)
+            .await?;
         Ok(())
     }
 
     async fn settle_interrupted(&self, before_ms: i64, now_ms: i64) -> Result<u64, StoreError> {
-        let done = sqlx::query(
-            "UPDATE decisions SET outcome = 'failed', decided_at = $1, reason = \
-             'interrupted: the gateway stopped while calling Argo CD; not retried (the call may have been made)' \
-             WHERE outcome = 'acting' AND decided_at < $2",
-        )
-        .bind(now_ms)
-        .bind(before_ms)
-        .execute(&self.writer)
-        .await?;
+        let done = sqlx::query(sql::SETTLE_INTERRUPTED)
+            .bind(now_ms)
+            .bind(before_ms)
+            .execute(&self.writer)
+            .await?;
         Ok(done.rows_affected())
     }
 
     async fn last_acted(&self, policy: &str, application: &str) -> Result<Option<i64>, StoreError> {
-        let row: Option<(Option<i64>,)> = sqlx::query_as(
-            "SELECT MAX(decided_at) FROM decisions WHERE policy = $1 AND application = $2 \
-             AND outcome IN ('acted', 'acting')",
-        )
-        .bind(policy)
-        .bind(application)
-        .fetch_optional(&self.pool)
-        .await?;
+        let row: Option<(Option<i64>,)> = sqlx::query_as(sql::LAST_ACTED)
+            .bind(policy)
+            .bind(application)
+            .fetch_optional(&self.pool)
+            .await?;
         Ok(row.and_then(|r| r.0))
     }
 
     async fn list_decisions(&self, limit: i64) -> Result<Vec<DecisionRow>, StoreError> {
-        Ok(sqlx::query_as(
-            "SELECT seq, decided_at, event_source, event_id, event_type, policy, application, \
-             action, outcome, reason, chain_id, requests FROM decisions ORDER BY seq DESC LIMIT $1",
-        )
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?)
+        Ok(sqlx::query_as(sql::LIST_DECISIONS)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?)
     }
 
     fn shared(&self) -> bool {
