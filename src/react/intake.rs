@@ -46,6 +46,57 @@ fn refuse(status: StatusCode, reason: &'static str, message: impl Into<String>) 
     (status, axum::Json(json!({ "error": message }))).into_response()
 }
 
+/// Most bytes of an oversize body read and dropped before the 413: a client still sending
+/// when the answer comes would otherwise see the connection reset instead of the answer.
+const DRAIN_MAX: u64 = 8 << 20;
+
+/// Why a body was not read.
+enum BodyError {
+    TooLarge,
+    Broken(String),
+}
+
+/// The body, if it fits in `limit`. An oversize one (declared or found) is `TooLarge` after
+/// the rest of it has been read and dropped, up to [`DRAIN_MAX`]; nothing past `limit` is kept.
+async fn read_body(
+    body: Body,
+    limit: usize,
+    declared: Option<u64>,
+) -> Result<axum::body::Bytes, BodyError> {
+    use futures::StreamExt;
+    let mut stream = body.into_data_stream();
+    let mut kept: Vec<u8> = Vec::new();
+    let mut seen: u64 = 0;
+    let mut over = declared.is_some_and(|n| n > limit as u64);
+    if declared.is_some_and(|n| n > DRAIN_MAX) {
+        return Err(BodyError::TooLarge);
+    }
+    while let Some(chunk) = stream.next().await {
+        let chunk = match chunk {
+            Ok(c) => c,
+            Err(_) if over => break,
+            Err(e) => return Err(BodyError::Broken(e.to_string())),
+        };
+        seen += chunk.len() as u64;
+        if !over && kept.len() + chunk.len() > limit {
+            over = true;
+            kept = Vec::new();
+        }
+        if over {
+            if seen > DRAIN_MAX {
+                break;
+            }
+        } else {
+            kept.extend_from_slice(&chunk);
+        }
+    }
+    if over {
+        Err(BodyError::TooLarge)
+    } else {
+        Ok(kept.into())
+    }
+}
+
 /// The intake routes.
 pub fn routes(intake: Arc<Intake>) -> Router {
     Router::new()
@@ -90,36 +141,36 @@ async fn receive(
 ) -> Response {
     let peer = peer.and_then(|Extension(PeerCertificate(c))| c);
     let limit = intake.body_limit;
-    if let Some(len) = headers
+    let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-        && len > limit as u64
-    {
-        return refuse(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "too_large",
-            format!("body of {len} bytes is over the limit of {limit} bytes"),
-        );
-    }
-    let bytes =
-        match tokio::time::timeout(intake.body_timeout, axum::body::to_bytes(body, limit)).await {
-            Err(_) => {
-                return refuse(
-                    StatusCode::REQUEST_TIMEOUT,
-                    "invalid",
-                    "the body was not received in time",
-                );
-            }
-            Ok(Err(_)) => {
-                return refuse(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "too_large",
-                    format!("body is over the limit of {limit} bytes"),
-                );
-            }
-            Ok(Ok(b)) => b,
-        };
+        .and_then(|v| v.parse::<u64>().ok());
+    let read = tokio::time::timeout(intake.body_timeout, read_body(body, limit, declared)).await;
+    let bytes = match read {
+        Err(_) => {
+            return refuse(
+                StatusCode::REQUEST_TIMEOUT,
+                "invalid",
+                "the body was not received in time",
+            );
+        }
+        Ok(Err(BodyError::Broken(e))) => {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                "invalid",
+                format!("the body could not be read: {e}"),
+            );
+        }
+        Ok(Err(BodyError::TooLarge)) => {
+            let size = declared.map_or_else(String::new, |n| format!(" of {n} bytes"));
+            return refuse(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                format!("body{size} is over the limit of {limit} bytes"),
+            );
+        }
+        Ok(Ok(b)) => b,
+    };
     // Refusals come after the body is read (within its limit and time): answering while the
     // client is still sending would reset the connection before it reads the answer.
     if intake.require_client_certificate && peer.is_none() {
@@ -165,17 +216,17 @@ async fn receive(
         }
     }
     let client_name = client.map_or("anonymous", |c| c.name.as_str());
-    let types: Vec<String> = events.iter().map(|ev| ev.ty.clone()).collect();
+    let events: Vec<Arc<Inbound>> = events.into_iter().map(Arc::new).collect();
     let received: Vec<Received> = events
-        .into_iter()
-        .map(|ev| (row(&ev, client_name), Arc::new(ev)))
+        .iter()
+        .map(|ev| (row(ev, client_name), ev.clone()))
         .collect();
     match intake.committer.commit(received).await {
         Ok(fresh) => {
             let accepted = fresh.iter().filter(|f| f.is_some()).count();
-            for (ty, new) in types.iter().zip(&fresh) {
+            for (ev, new) in events.iter().zip(&fresh) {
                 if new.is_some() {
-                    metrics::event_received(ty);
+                    metrics::event_received(&ev.ty);
                 } else {
                     metrics::event_deduplicated();
                 }
