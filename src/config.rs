@@ -388,7 +388,8 @@ fn default_auth_header() -> String {
 pub struct ReactConfig {
     /// Directory of policy files (`*.yaml`, `*.yml`), relative to the working directory.
     pub policies: PathBuf,
-    /// How often the policy directory is checked for changes.
+    /// How often the policy directory is checked for changes (a change is loaded once it
+    /// has stayed the same for one more interval).
     #[serde(default = "d_2s")]
     pub reload_interval: HumanDuration,
     /// Largest accepted request body.

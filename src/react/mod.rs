@@ -60,6 +60,10 @@ pub async fn watch_policies(
     stop: CancellationToken,
 ) {
     let mut seen = policy::fingerprint(&dir);
+    // A change is loaded once the directory has stayed the same for one more interval: a
+    // file being written (truncated, then filled) is never taken for the new set — an empty
+    // file would otherwise load as "no policies" and silently stop every reaction.
+    let mut settling = None;
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
@@ -67,8 +71,14 @@ pub async fn watch_policies(
         }
         let now = policy::fingerprint(&dir);
         if now == seen {
+            settling = None;
             continue;
         }
+        if settling.as_ref() != Some(&now) {
+            settling = Some(now);
+            continue;
+        }
+        settling = None;
         seen = now;
         match policy::load_dir(&dir) {
             Ok(set) => {
