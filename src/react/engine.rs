@@ -142,8 +142,9 @@ impl Engine {
         let mut outstanding: HashMap<i64, usize> = HashMap::new();
         let mut running: JoinSet<Finished> = JoinSet::new();
         let slots = Arc::new(Semaphore::new(CONCURRENCY));
-        // Inbox rows fully decided, marked done together once per turn of the loop.
+        // Inbox rows fully decided, handed to the marker once per turn of the loop.
         let mut done_rows: Vec<i64> = Vec::new();
+        let (marks, marker) = self.marker();
         loop {
             // 1. New inbox rows: handed over by the intake, and claimed from the store.
             while let Ok(row) = handoff.try_recv() {
@@ -196,14 +197,7 @@ impl Engine {
                 continue;
             }
             if !done_rows.is_empty() {
-                if let Err(e) = self
-                    .store
-                    .finish_inbox_many(&done_rows, crate::delivery::now_ms())
-                    .await
-                {
-                    tracing::error!(error = %e, "cannot mark inbox rows done; they are decided again after a restart (no second action: decisions are unique)");
-                }
-                done_rows.clear();
+                let _ = marks.send(std::mem::take(&mut done_rows));
             }
             // 2. Start due jobs whose application is not busy.
             let now = Instant::now();
@@ -272,10 +266,34 @@ impl Engine {
                 settle_rows(&job.seqs, &mut outstanding, &mut done_rows);
             }
         }
-        let _ = self
-            .store
-            .finish_inbox_many(&done_rows, crate::delivery::now_ms())
-            .await;
+        let _ = marks.send(done_rows);
+        drop(marks);
+        let _ = marker.await;
+    }
+
+    /// The task marking decided inbox rows done, off the engine's loop: the mark waits its
+    /// turn on the store's writer, and new events should not wait behind it. Rows sent while
+    /// a mark runs go together in the next one. It ends when the sender is dropped.
+    fn marker(&self) -> (mpsc::UnboundedSender<Vec<i64>>, tokio::task::JoinHandle<()>) {
+        let (marks, mut rx) = mpsc::unbounded_channel::<Vec<i64>>();
+        let store = self.store.clone();
+        let task = tokio::spawn(async move {
+            while let Some(mut seqs) = rx.recv().await {
+                while let Ok(more) = rx.try_recv() {
+                    seqs.extend(more);
+                }
+                if seqs.is_empty() {
+                    continue;
+                }
+                if let Err(e) = store
+                    .finish_inbox_many(&seqs, crate::delivery::now_ms())
+                    .await
+                {
+                    tracing::error!(error = %e, "cannot mark inbox rows done; they are decided again after a restart (no second action: decisions are unique)");
+                }
+            }
+        });
+        (marks, task)
     }
 
     /// The events of claimed inbox rows; an unreadable row is logged and marked done.
