@@ -106,6 +106,19 @@ fn config(dir: &std::path::Path, argocd: &str, policy: &str) -> String {
     )
 }
 
+/// CPU seconds (user + system) process `pid` has used so far, from /proc (0 if unreadable).
+fn cpu_seconds(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces): utime is the 12th, stime the 13th.
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = [11, 12]
+        .iter()
+        .filter_map(|&i| fields.get(i).and_then(|v| v.parse::<f64>().ok()))
+        .sum();
+    ticks / 100.0
+}
+
 /// Send `bodies` with `concurrency` workers; returns events/s.
 async fn blast(url: &str, bodies: Arc<Vec<String>>, concurrency: usize) -> f64 {
     let http = reqwest::Client::new();
@@ -159,6 +172,7 @@ async fn intake(dir: &std::path::Path) {
         &[("BENCH_TOKEN", TOKEN)],
     );
     let url = format!("{}/events", gw.base_url().await);
+    let pid = gw.child.id().to_string();
     let _ = blast(&url, Arc::new(bodies[..500].to_vec()), 8).await; // warm-up
     let _ = blast(
         &format!("{bare}/events"),
@@ -172,10 +186,20 @@ async fn intake(dir: &std::path::Path) {
         println!("intake throughput, {n} bare CDEvents, {clients} concurrent clients:");
         let fresh: Arc<Vec<String>> =
             Arc::new((0..n).map(|i| artifact(i, "web").to_string()).collect());
+        let (gw_cpu, own_cpu) = (cpu_seconds(&pid), cpu_seconds("self"));
         let g = blast(&url, fresh, clients).await;
+        let (gw_cpu, own_cpu) = (cpu_seconds(&pid) - gw_cpu, cpu_seconds("self") - own_cpu);
+        let bare_cpu = cpu_seconds("self");
         let b = blast(&format!("{bare}/events"), bodies.clone(), clients).await;
+        let bare_cpu = cpu_seconds("self") - bare_cpu;
         println!("  gateway (auth + schema + durable commit)  {g:8.0} events/s");
         println!("  bare axum 202 (baseline)                  {b:8.0} events/s");
+        println!(
+            "  CPU per event: gateway {:.1} µs, load generator {:.1} µs; bare server and load generator together {:.1} µs",
+            gw_cpu * 1e6 / n as f64,
+            own_cpu * 1e6 / n as f64,
+            bare_cpu * 1e6 / n as f64
+        );
         println!(
             "  ratio                                     {:8.1} %",
             100.0 * g / b
