@@ -65,6 +65,7 @@ fn packaged(tag: &str) -> NewInbound {
         event_type: ev.ty.clone(),
         client: "ci".into(),
         payload: serde_json::to_string(&ev).unwrap_or_else(|e| panic!("{e}")),
+        pending: true,
     }
 }
 

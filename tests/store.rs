@@ -73,6 +73,7 @@ contract!(
     list_outbox_filters_newest_first_and_counts,
     incidents_follow_the_app_state,
     inbox_deduplicates_within_and_across_batches,
+    events_nothing_asks_for_are_stored_done_and_still_deduplicated,
     inbox_rows_are_claimed_oldest_first_and_once_per_owner,
     claims_of_another_owner_expire_or_yield_as_the_store_says,
     renewed_claims_are_kept_and_done_rows_are_never_claimed,
@@ -107,6 +108,7 @@ fn inbound(source: &str, id: &str) -> NewInbound {
         event_type: "dev.cdevents.artifact.published.0.2.0".into(),
         client: "ci".into(),
         payload: format!("{{\"id\":\"{id}\"}}"),
+        pending: true,
     }
 }
 
@@ -595,6 +597,32 @@ async fn inbox_deduplicates_within_and_across_batches(store: Arc<dyn Store>) {
     assert_eq!(rows[0].client, "ci");
 }
 
+async fn events_nothing_asks_for_are_stored_done_and_still_deduplicated(store: Arc<dyn Store>) {
+    let s = store.as_ref();
+    let gone = claim("long-gone", 2);
+    let quiet = NewInbound {
+        pending: false,
+        ..inbound("/ci", "quiet")
+    };
+    let fresh = s
+        .commit_inbox(&[quiet.clone(), inbound("/ci", "wanted")], 1_000, &gone)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(fresh.iter().all(Option::is_some), "{fresh:?}");
+    // Only the pending row is ever claimed, even by a new owner after the claim expired.
+    let rows = s
+        .claim_inbox(&claim("gw-new", 200_000), 100_000, 100)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(seqs(&rows), [fresh[1].unwrap_or_default()]);
+    // The done row still stops the same event from being taken again.
+    let again = s
+        .commit_inbox(&[inbound("/ci", "quiet")], 2_000, &gone)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(again, [None]);
+}
+
 /// Commit `n` events whose claim expired long ago (claimable by anyone), in one batch.
 async fn unclaimed(store: &dyn Store, n: usize) -> Vec<i64> {
     let events: Vec<NewInbound> = (0..n).map(|i| inbound("/ci", &format!("e{i}"))).collect();
@@ -886,6 +914,46 @@ async fn decisions_list_newest_first_and_last_acted_counts_acted_and_acting(stor
         .map(|r| r.event_id)
         .collect();
     assert_eq!(ids, ["e5", "e4", "e3"]);
+}
+
+// ---- SQLite only ---------------------------------------------------------------------------
+
+/// The WAL is checkpointed in the background and starts over from its beginning while
+/// commits keep coming; left to the writer's own backstop (20,000 pages) it would hold
+/// everything written here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sqlite_wal_starts_over_under_continuous_writes() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let db = dir.path().join("store.db");
+    let url: StoreUrl = format!("sqlite://{}", db.display())
+        .parse()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let store = store::open(&url).await.unwrap_or_else(|e| panic!("{e}"));
+    let payload = "x".repeat(4_000);
+    let (batches, rows) = (100, 100);
+    for b in 0..batches {
+        let events: Vec<NewInbound> = (0..rows)
+            .map(|i| NewInbound {
+                payload: payload.clone(),
+                ..inbound("/ci", &format!("{b}-{i}"))
+            })
+            .collect();
+        store
+            .commit_inbox(&events, 1, &claim("gw", 2))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        // Commits keep coming for 2.5 s, some 25 rounds of the background checkpoint, at
+        // whatever pace this machine writes.
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    let written = (batches * rows * payload.len()) as u64;
+    let wal = std::fs::metadata(dir.path().join("store.db-wal"))
+        .map(|m| m.len())
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        wal < written / 2,
+        "the WAL grew to {wal} bytes for {written} bytes of events: it never started over"
+    );
 }
 
 // ---- PostgreSQL only -----------------------------------------------------------------------

@@ -217,9 +217,15 @@ async fn receive(
     }
     let client_name = client.map_or("anonymous", |c| c.name.as_str());
     let events: Vec<Arc<Inbound>> = events.into_iter().map(Arc::new).collect();
+    // An event no policy asks for is stored done: the engine would only find no match.
     let received: Vec<Received> = events
         .iter()
-        .map(|ev| (row(ev, client_name), ev.clone()))
+        .map(|ev| {
+            (
+                row(ev, client_name, policies.wants_type(&ev.ty)),
+                ev.clone(),
+            )
+        })
         .collect();
     match intake.committer.commit(received).await {
         Ok(fresh) => {
@@ -251,8 +257,9 @@ async fn receive(
     }
 }
 
-fn row(ev: &Inbound, client: &str) -> NewInbound {
+fn row(ev: &Inbound, client: &str, pending: bool) -> NewInbound {
     NewInbound {
+        pending,
         source: ev.source.clone(),
         event_id: ev.id.clone(),
         event_type: ev.ty.clone(),
@@ -298,13 +305,13 @@ async fn commit_group(
 ) {
     // Move the rows out (no copy of the payloads), keeping each request's count.
     let mut rows: Vec<NewInbound> = Vec::new();
-    let mut events: Vec<Arc<Inbound>> = Vec::new();
+    let mut events: Vec<Option<Arc<Inbound>>> = Vec::new();
     let mut replies = Vec::with_capacity(group.len());
     for (received, reply) in group {
         replies.push((received.len(), reply));
         for (row, event) in received {
+            events.push(row.pending.then_some(event));
             rows.push(row);
-            events.push(event);
         }
     }
     let now_ms = crate::delivery::now_ms();
@@ -315,7 +322,7 @@ async fn commit_group(
     let answer = match store.commit_inbox(&rows, now_ms, &claim).await {
         Ok(fresh) if fresh.len() == rows.len() => {
             for (event, seq) in events.into_iter().zip(&fresh) {
-                if let Some(seq) = *seq {
+                if let (Some(event), Some(seq)) = (event, *seq) {
                     let _ = handoff.send((seq, event));
                 }
             }
@@ -341,7 +348,7 @@ async fn commit_group(
 
 /// Group commit: requests arriving while a commit runs are committed together in the next
 /// transaction, so durability costs one fsync per group, not per request. New rows are
-/// committed claimed by this gateway (`owner`) and handed to its engine.
+/// committed claimed by this gateway (`owner`) and the pending ones handed to its engine.
 #[derive(Clone)]
 pub struct Committer {
     tx: mpsc::Sender<(Vec<Received>, CommitReply)>,

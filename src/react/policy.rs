@@ -737,7 +737,17 @@ impl PolicySet {
 
     /// Does any policy ask for events of this type?
     pub fn wants_type(&self, ty: &str) -> bool {
-        !self.for_type(ty).is_empty()
+        let asks = |&i: &usize| {
+            self.policies[i]
+                .types
+                .iter()
+                .any(|p| crate::pattern::type_pattern_matches(p, ty))
+        };
+        [ty, crate::pattern::unversioned(ty)]
+            .iter()
+            .filter_map(|key| self.by_type.get(*key))
+            .any(|list| list.iter().any(asks))
+            || self.globbed.iter().any(asks)
     }
 }
 

@@ -143,6 +143,9 @@ pub struct NewInbound {
     pub client: String,
     /// The event as JSON (`react::inbound::Inbound`).
     pub payload: String,
+    /// `false`: no policy asked for the event's type when it arrived, so there is nothing
+    /// to decide; the row is stored done (kept for deduplication and the record).
+    pub pending: bool,
 }
 
 /// One inbox row.
@@ -271,7 +274,8 @@ pub trait Store: Send + Sync + 'static {
     async fn ping(&self) -> Result<(), StoreError>;
 
     /// Commit received events in one transaction (all or nothing). New rows are inserted
-    /// already claimed by `claim`: the gateway that received them decides them. Returns, per
+    /// already claimed by `claim`: the gateway that received them decides them; rows not
+    /// `pending` are inserted done. Returns, per
     /// event, `Some(seq)` for a new row, `None` for a duplicate (the same source + id was
     /// received before, or earlier in this batch).
     async fn commit_inbox(

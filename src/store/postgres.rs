@@ -138,10 +138,13 @@ impl PostgresStore {
             |f: fn(&NewInbound) -> &str| -> Vec<&str> { events.iter().map(|e| f(e)).collect() };
         let rows = sqlx::query(
             "INSERT INTO inbox (source, event_id, event_type, client, payload, received_at, \
-             claimed_by, claimed_until) \
-             SELECT source, event_id, event_type, client, payload, $6, $7, $8 \
-             FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[]) \
-                 WITH ORDINALITY AS e(source, event_id, event_type, client, payload, ord) \
+             claimed_by, claimed_until, status, done_at) \
+             SELECT source, event_id, event_type, client, payload, $6, $7, $8, \
+                 CASE WHEN pending THEN 'pending' ELSE 'done' END, \
+                 CASE WHEN pending THEN NULL ELSE $6 END \
+             FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
+                 $9::bool[]) \
+                 WITH ORDINALITY AS e(source, event_id, event_type, client, payload, pending, ord) \
              ORDER BY ord \
              ON CONFLICT (source, event_id) DO NOTHING RETURNING seq, source, event_id",
         )
@@ -153,6 +156,7 @@ impl PostgresStore {
         .bind(now_ms)
         .bind(&claim.owner)
         .bind(claim.until_ms)
+        .bind(events.iter().map(|e| e.pending).collect::<Vec<bool>>())
         .fetch_all(&self.pool)
         .await?;
         Ok(rows

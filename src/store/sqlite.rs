@@ -13,6 +13,12 @@
 //! stay safe: at NORMAL SQLite syncs the WAL before it copies pages back and syncs the
 //! database after.
 //!
+//! Checkpoints (copying the WAL back into the database file) run in two steps from a
+//! background task, see [`checkpoint_in_background`]. Left to SQLite, the commit that
+//! crosses 1,000 WAL pages runs the whole checkpoint itself — thousands of page copies and
+//! two fsyncs, several milliseconds — on the one writing connection, and every 202 and
+//! decision claim queued behind it waits: that was the latency tail.
+//!
 //! Delivery outcomes (`mark_*`), inbox claims and marks, and react decisions do not wait for
 //! an fsync: still atomic and crash-safe for the process (a killed gateway loses nothing),
 //! but a power cut of the machine may forget the last few. Forgetting a delivery mark means
@@ -33,12 +39,61 @@ use std::time::Duration;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
+/// How often the background checkpoint looks at the WAL.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
+/// WAL pages from which the background checkpoint finishes on the writer, so that the WAL
+/// starts again from its beginning (SQLite's own threshold is 1,000).
+const CHECKPOINT_FINISH_PAGES: i64 = 1_000;
+/// WAL pages past which the writer checkpoints by itself, should the background stop.
+const WAL_BACKSTOP_PAGES: u32 = 20_000;
+
 pub struct SqliteStore {
     /// Readers (WAL: they never wait for the writer).
     pool: SqlitePool,
     /// The one writing connection, `synchronous=NORMAL`.
     writer: SqlitePool,
     durability: Durability,
+    /// Stops the background checkpoint when the store is dropped.
+    _checkpoints: Option<tokio_util::sync::DropGuard>,
+}
+
+/// Keep the WAL short without stalling the writer, every [`CHECKPOINT_EVERY`] until `stop`:
+/// 1. a PASSIVE checkpoint on a connection of its own copies the WAL's pages into the
+///    database file and syncs it, while the writer goes on writing;
+/// 2. once the WAL holds [`CHECKPOINT_FINISH_PAGES`], a second PASSIVE checkpoint queued on
+///    the writer copies the few pages written meanwhile. With every page copied and no write
+///    in between, the next commit starts the WAL from its beginning again — which a
+///    checkpoint beside a busy writer never achieves, as new pages keep arriving.
+///
+/// The writer waits only for step 2: a few pages and two short fsyncs.
+async fn checkpoint_in_background(
+    own: SqlitePool,
+    writer: SqlitePool,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    const SQL: &str = "PRAGMA wal_checkpoint(PASSIVE)";
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(CHECKPOINT_EVERY) => {}
+        }
+        // (busy, pages in the WAL, pages checkpointed)
+        let wal_pages = match sqlx::query_as::<_, (i64, i64, i64)>(SQL)
+            .fetch_one(&own)
+            .await
+        {
+            Ok((_, pages, _)) => pages,
+            Err(e) => {
+                tracing::warn!(error = %e, "background WAL checkpoint failed");
+                continue;
+            }
+        };
+        if wal_pages >= CHECKPOINT_FINISH_PAGES
+            && let Err(e) = sqlx::query(SQL).execute(&writer).await
+        {
+            tracing::warn!(error = %e, "finishing the WAL checkpoint failed");
+        }
+    }
 }
 
 /// Makes commits durable after the fact: `wait(ticket)` returns once an fdatasync of the
@@ -115,7 +170,11 @@ impl SqliteStore {
         }
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
-            .connect_with(options.clone())
+            .connect_with(
+                options
+                    .clone()
+                    .pragma("wal_autocheckpoint", WAL_BACKSTOP_PAGES.to_string()),
+            )
             .await?;
         MIGRATOR.run(&writer).await?;
         let pool = SqlitePoolOptions::new()
@@ -126,9 +185,21 @@ impl SqliteStore {
         let in_memory = url.contains(":memory:") || url.contains("mode=memory");
         let mut wal = db.clone().into_os_string();
         wal.push("-wal");
+        let checkpoints = if in_memory {
+            None
+        } else {
+            let stop = tokio_util::sync::CancellationToken::new();
+            let own = SqlitePoolOptions::new()
+                .max_connections(1)
+                .connect_with(options.clone())
+                .await?;
+            tokio::spawn(checkpoint_in_background(own, writer.clone(), stop.clone()));
+            Some(stop.drop_guard())
+        };
         Ok(SqliteStore {
             pool,
             writer,
+            _checkpoints: checkpoints,
             durability: Durability {
                 wal: (!in_memory).then(|| wal.into()),
                 db,
@@ -367,14 +438,21 @@ impl Store for SqliteStore {
         now_ms: i64,
         claim: &InboxClaim,
     ) -> Result<Vec<Option<i64>>, StoreError> {
-        // One multi-row INSERT per chunk (8 bound values a row, well under SQLite's limit of
-        // 32,766): one round trip to the database thread instead of one per event.
-        let mut tx = self.writer.begin().await?;
+        // One multi-row INSERT per chunk (10 bound values a row, well under SQLite's limit
+        // of 32,766): one round trip to the database thread instead of one per event. One
+        // statement is atomic by itself, so a single chunk needs no BEGIN and COMMIT (two
+        // more round trips on the one writer that every 202 and decision queue behind).
+        const CHUNK: usize = 1000;
         let mut seqs: Vec<Option<i64>> = vec![None; events.len()];
-        for (chunk_no, chunk) in events.chunks(1000).enumerate() {
+        let mut tx = if events.len() > CHUNK {
+            Some(self.writer.begin().await?)
+        } else {
+            None
+        };
+        for (chunk_no, chunk) in events.chunks(CHUNK).enumerate() {
             let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
                 "INSERT INTO inbox (source, event_id, event_type, client, payload, received_at, \
-                 claimed_by, claimed_until) ",
+                 claimed_by, claimed_until, status, done_at) ",
             );
             q.push_values(chunk, |mut b, e| {
                 b.push_bind(&e.source)
@@ -384,11 +462,16 @@ impl Store for SqliteStore {
                     .push_bind(&e.payload)
                     .push_bind(now_ms)
                     .push_bind(&claim.owner)
-                    .push_bind(claim.until_ms);
+                    .push_bind(claim.until_ms)
+                    .push_bind(if e.pending { "pending" } else { "done" })
+                    .push_bind((!e.pending).then_some(now_ms));
             });
             q.push(" ON CONFLICT (source, event_id) DO NOTHING RETURNING seq, source, event_id");
-            let inserted: Vec<(i64, String, String)> =
-                q.build_query_as().fetch_all(&mut *tx).await?;
+            let query = q.build_query_as::<(i64, String, String)>();
+            let inserted = match tx.as_mut() {
+                Some(tx) => query.fetch_all(&mut **tx).await?,
+                None => query.fetch_all(&self.writer).await?,
+            };
             // RETURNING order is unspecified: match rows by key. A key twice in the chunk
             // was inserted once, for its first occurrence.
             let mut by_key: std::collections::HashMap<(&str, &str), i64> = inserted
@@ -396,11 +479,13 @@ impl Store for SqliteStore {
                 .map(|(seq, src, id)| ((src.as_str(), id.as_str()), *seq))
                 .collect();
             for (i, e) in chunk.iter().enumerate() {
-                seqs[chunk_no * 1000 + i] =
+                seqs[chunk_no * CHUNK + i] =
                     by_key.remove(&(e.source.as_str(), e.event_id.as_str()));
             }
         }
-        tx.commit().await?;
+        if let Some(tx) = tx {
+            tx.commit().await?;
+        }
         self.durability.wait(self.durability.ticket()).await?;
         Ok(seqs)
     }
