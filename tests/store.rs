@@ -74,6 +74,7 @@ contract!(
     incidents_follow_the_app_state,
     inbox_deduplicates_within_and_across_batches,
     events_nothing_asks_for_are_stored_done_and_still_deduplicated,
+    the_committed_callback_gets_the_answer_once,
     inbox_rows_are_claimed_oldest_first_and_once_per_owner,
     claims_of_another_owner_expire_or_yield_as_the_store_says,
     renewed_claims_are_kept_and_done_rows_are_never_claimed,
@@ -621,6 +622,33 @@ async fn events_nothing_asks_for_are_stored_done_and_still_deduplicated(store: A
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(again, [None]);
+}
+
+async fn the_committed_callback_gets_the_answer_once(store: Arc<dyn Store>) {
+    let s = store.as_ref();
+    let seen: std::sync::Mutex<Vec<Vec<Option<i64>>>> = Default::default();
+    let record = |fresh: &[Option<i64>]| {
+        if let Ok(mut seen) = seen.lock() {
+            seen.push(fresh.to_vec());
+        }
+    };
+    let batch = [
+        inbound("/ci", "a"),
+        inbound("/ci", "a"),
+        inbound("/ci", "b"),
+    ];
+    let answer = s
+        .commit_inbox_then(&batch, 1_000, &claim("gw", 60_000), &record)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(answer[1], None);
+    let again = s
+        .commit_inbox_then(&batch[2..], 2_000, &claim("gw", 60_000), &record)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(again, [None]);
+    let seen = seen.lock().map(|s| s.clone()).unwrap_or_default();
+    assert_eq!(seen, [answer, again]);
 }
 
 /// Commit `n` events whose claim expired long ago (claimable by anyone), in one batch.

@@ -319,15 +319,25 @@ async fn commit_group(
         owner: owner.to_string(),
         until_ms: now_ms.saturating_add(super::engine::CLAIM_HOLD_MS),
     };
-    let answer = match store.commit_inbox(&rows, now_ms, &claim).await {
-        Ok(fresh) if fresh.len() == rows.len() => {
-            for (event, seq) in events.into_iter().zip(&fresh) {
-                if let (Some(event), Some(seq)) = (event, *seq) {
-                    let _ = handoff.send((seq, event));
-                }
-            }
-            Ok(fresh)
+    // The engine gets the new events as soon as they are committed, while the 202 waits for
+    // the disk: a power cut in between may lose an event the engine acted on, which its
+    // client (never answered) sends again — the same risk as a decision claim, which is not
+    // synced either (see docs/decisions.md).
+    let hand_over = |fresh: &[Option<i64>]| {
+        if fresh.len() != events.len() {
+            return;
         }
+        for (event, seq) in events.iter().zip(fresh) {
+            if let (Some(event), Some(seq)) = (event, *seq) {
+                let _ = handoff.send((seq, event.clone()));
+            }
+        }
+    };
+    let answer = match store
+        .commit_inbox_then(&rows, now_ms, &claim, &hand_over)
+        .await
+    {
+        Ok(fresh) if fresh.len() == rows.len() => Ok(fresh),
         Ok(_) => Err("the store answered for fewer events than it was given".to_string()),
         Err(e) => Err(e.to_string()),
     };

@@ -273,16 +273,29 @@ pub trait Store: Send + Sync + 'static {
     /// A cheap round trip, for `/readyz`.
     async fn ping(&self) -> Result<(), StoreError>;
 
-    /// Commit received events in one transaction (all or nothing). New rows are inserted
-    /// already claimed by `claim`: the gateway that received them decides them; rows not
-    /// `pending` are inserted done. Returns, per
-    /// event, `Some(seq)` for a new row, `None` for a duplicate (the same source + id was
-    /// received before, or earlier in this batch).
+    /// Commit received events in one transaction (all or nothing), durably. New rows are
+    /// inserted already claimed by `claim`: the gateway that received them decides them;
+    /// rows not `pending` are inserted done. Returns, per event, `Some(seq)` for a new row,
+    /// `None` for a duplicate (the same source + id was received before, or earlier in this
+    /// batch).
     async fn commit_inbox(
         &self,
         events: &[NewInbound],
         now_ms: i64,
         claim: &InboxClaim,
+    ) -> Result<Vec<Option<i64>>, StoreError> {
+        self.commit_inbox_then(events, now_ms, claim, &|_| {}).await
+    }
+    /// [`Store::commit_inbox`], calling `committed` with the same answer as soon as the rows
+    /// are committed — visible, and safe from a crash of the process — before it waits for
+    /// them to be on disk (SQLite's shared fsync; PostgreSQL commits durably at once). Not
+    /// called if the commit fails.
+    async fn commit_inbox_then(
+        &self,
+        events: &[NewInbound],
+        now_ms: i64,
+        claim: &InboxClaim,
+        committed: &(dyn for<'a> Fn(&'a [Option<i64>]) + Send + Sync),
     ) -> Result<Vec<Option<i64>>, StoreError>;
     /// Claim up to `limit` pending rows for `claim`, oldest first, and return them: rows that
     /// are unclaimed or whose claim expired (`claimed_until < now_ms`). Rows `claim.owner`

@@ -351,11 +351,12 @@ impl Store for PostgresStore {
         Ok(())
     }
 
-    async fn commit_inbox(
+    async fn commit_inbox_then(
         &self,
         events: &[NewInbound],
         now_ms: i64,
         claim: &InboxClaim,
+        committed: &(dyn for<'a> Fn(&'a [Option<i64>]) + Send + Sync),
     ) -> Result<Vec<Option<i64>>, StoreError> {
         // A repeat within the batch is a duplicate of its first occurrence: only first
         // occurrences are sent, in batch order (one statement is one transaction).
@@ -370,6 +371,7 @@ impl Store for PostgresStore {
                 });
         }
         if unique.is_empty() {
+            committed(&[]);
             return Ok(Vec::new());
         }
         let mut attempt = 1;
@@ -379,7 +381,7 @@ impl Store for PostgresStore {
                 done => break done?,
             }
         };
-        Ok(events
+        let answer: Vec<Option<i64>> = events
             .iter()
             .enumerate()
             .map(|(i, e)| {
@@ -390,7 +392,9 @@ impl Store for PostgresStore {
                     None
                 }
             })
-            .collect())
+            .collect();
+        committed(&answer);
+        Ok(answer)
     }
 
     async fn claim_inbox(

@@ -432,11 +432,12 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn commit_inbox(
+    async fn commit_inbox_then(
         &self,
         events: &[NewInbound],
         now_ms: i64,
         claim: &InboxClaim,
+        committed: &(dyn for<'a> Fn(&'a [Option<i64>]) + Send + Sync),
     ) -> Result<Vec<Option<i64>>, StoreError> {
         // One multi-row INSERT per chunk (10 bound values a row, well under SQLite's limit
         // of 32,766): one round trip to the database thread instead of one per event. One
@@ -486,7 +487,9 @@ impl Store for SqliteStore {
         if let Some(tx) = tx {
             tx.commit().await?;
         }
-        self.durability.wait(self.durability.ticket()).await?;
+        let ticket = self.durability.ticket();
+        committed(&seqs);
+        self.durability.wait(ticket).await?;
         Ok(seqs)
     }
 
