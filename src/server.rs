@@ -325,7 +325,7 @@ pub async fn run(
             tracing::info!(policies = policies.len(), dir = %rc.policies.display(), schemas = schemas.len(), "react flow: policies loaded");
             let argocd = argocd_backend(rc, &policies, &env).await?;
             let handle = PolicyHandle::new(policies);
-            let clients = react::auth::Clients::from_config(rc, &|k| env(k))?;
+            let clients = Arc::new(react::auth::Clients::from_config(rc, &|k| env(k))?);
             // One owner id per process for the inbox claims: the intake commits rows claimed
             // for it and hands them to the engine, which renews the claims.
             let owner = react::engine::owner_id(env("HOSTNAME").as_deref());
@@ -345,6 +345,13 @@ pub async fn run(
                 rc.reload_interval.0,
                 work_stop.clone(),
             ));
+            if clients.has_secret_files() {
+                workers.spawn(react::auth::watch_secrets(
+                    clients.clone(),
+                    rc.reload_interval.0,
+                    work_stop.clone(),
+                ));
+            }
             duties.engine = Some((engine.clone(), rc.preview_sweep_interval.0));
             intake::routes(Arc::new(intake::Intake {
                 clients,

@@ -20,6 +20,8 @@ const ARGO_TOKEN: &str = "argocd-api-token";
 const CI_TOKEN: &str = "ci-token-0123456789abcdef";
 const MON_SECRET: &str = "monitoring-hmac-secret-0123456789";
 const ANY_TOKEN: &str = "any-token-0123456789abcdef";
+/// The first value of the `rotating` client's token file (a Kubernetes Secret mount).
+const FILE_TOKEN: &str = "file-token-0123456789abcdef";
 
 /// A CDEvent from the spec's own conformance examples (v0.5.1), with `edit` applied.
 fn cdevent(example: &str, edit: impl FnOnce(&mut Value)) -> Value {
@@ -157,6 +159,8 @@ async fn world(apps: Vec<Value>, policies: &str) -> World {
     let pdir = dir.path().join("policies");
     std::fs::create_dir_all(&pdir).unwrap_or_else(|e| panic!("{e}"));
     std::fs::write(pdir.join("policies.yaml"), policies).unwrap_or_else(|e| panic!("{e}"));
+    let token_file = dir.path().join("rotating.token");
+    std::fs::write(&token_file, format!("{FILE_TOKEN}\n")).unwrap_or_else(|e| panic!("{e}"));
     let config = format!(
         r#"listen: 127.0.0.1:0
 log: {{level: "info,argocd_cdevents=debug", format: text}}
@@ -185,6 +189,10 @@ react:
       bearer: {{tokenEnv: ANY_TOKEN}}
       sources: ["*"]
       types: ["*"]
+    - name: rotating
+      bearer: {{tokenFile: "{token_file}"}}
+      sources: ["*"]
+      types: ["*"]
   argocd:
     server: "{url}"
     tokenEnv: ARGOCD_AUTH_TOKEN
@@ -192,7 +200,8 @@ react:
 "#,
         url = fake.url,
         sink = sink.url(),
-        pdir = pdir.display()
+        pdir = pdir.display(),
+        token_file = token_file.display()
     );
     let gw = Gateway::start(
         dir.path(),
@@ -257,11 +266,16 @@ impl World {
 
     /// POST `body` with curl; returns (status, body).
     fn curl(&self, content_type: &str, body: &Value) -> (u16, Value) {
+        self.curl_as(CI_TOKEN, content_type, body)
+    }
+
+    /// POST `body` with curl and bearer `token`; returns (status, body).
+    fn curl_as(&self, token: &str, content_type: &str, body: &Value) -> (u16, Value) {
         let file = self.write_event(&format!("curl-{}", uuid::Uuid::new_v4()), body);
         let out = Command::new("curl")
             .args(["-sS", "-o", "-", "-w", "\n%{http_code}", "-X", "POST"])
             .args(["-H", &format!("Content-Type: {content_type}")])
-            .args(["-H", &format!("Authorization: Bearer {CI_TOKEN}")])
+            .args(["-H", &format!("Authorization: Bearer {token}")])
             .arg("--data-binary")
             .arg(format!("@{}", file.display()))
             .arg(format!("{}/", self.url))
@@ -1581,4 +1595,76 @@ async fn the_sweeper_deletes_expired_previews_once_and_leaves_the_rest() {
     );
     assert_eq!(d[0].outcome, argocd_cdevents::store::Outcome::Acted);
     assert_eq!(d[0].chain_id.as_deref(), Some("chain-7"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_token_file_takes_effect_without_a_restart_and_a_bad_one_keeps_the_last() {
+    let w = world(vec![], DRY_WEB).await;
+    let file = w.dir.path().join("rotating.token");
+    let send = |token: &str, tag: &str| {
+        w.curl_as(token, "application/json", &artifact_packaged(tag))
+            .0
+    };
+    assert_eq!(send(FILE_TOKEN, "1.0.1"), 202);
+
+    // Rotate the way the kubelet does: write the new value aside, then rename it in place.
+    const NEW_TOKEN: &str = "file-token-rotated-0123456789";
+    let swap = |text: &str| {
+        let tmp = w.dir.path().join("rotating.token.tmp");
+        std::fs::write(&tmp, text).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::rename(&tmp, &file).unwrap_or_else(|e| panic!("{e}"));
+    };
+    swap(&format!("{NEW_TOKEN}\n"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut n = 0;
+    loop {
+        n += 1;
+        let (old, new) = (
+            send(FILE_TOKEN, &format!("1.1.{n}")),
+            send(NEW_TOKEN, &format!("1.2.{n}")),
+        );
+        if (old, new) == (401, 202) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the rotation never took effect: old token {old}, new token {new}\n{}",
+            w.gw.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    w.gw.wait_log("client secret reloaded", Duration::from_secs(10))
+        .await;
+
+    // A value too short to be a secret: warned about (naming client and file, never the
+    // value), and the last good token keeps working.
+    swap("too-short\n");
+    let log =
+        w.gw.wait_log("client secret file is unusable", Duration::from_secs(10))
+            .await;
+    let line = log
+        .lines()
+        .find(|l| l.contains("client secret file is unusable"))
+        .unwrap_or_default();
+    assert!(
+        line.contains("rotating") && line.contains("rotating.token"),
+        "{line}"
+    );
+    assert!(
+        !log.contains("too-short"),
+        "a secret value reached the log:\n{log}"
+    );
+    assert!(!log.contains(NEW_TOKEN) && !log.contains(FILE_TOKEN));
+    assert_eq!(send(NEW_TOKEN, "1.3.0"), 202);
+    assert_eq!(send("too-short", "1.3.1"), 401);
+    // Several intervals later the unchanged bad file has not been warned about again.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(send(NEW_TOKEN, "1.3.2"), 202);
+    let warnings =
+        w.gw.log_text()
+            .matches("client secret file is unusable")
+            .count();
+    assert_eq!(warnings, 1, "{}", w.gw.log_text());
+    // The env-var clients never changed.
+    assert_eq!(send(CI_TOKEN, "1.3.3"), 202);
 }
