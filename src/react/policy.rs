@@ -711,43 +711,36 @@ impl PolicySet {
         self.policies.is_empty()
     }
 
+    /// Indexes of the policies whose `on.types` match `ty`: those indexed under the type
+    /// (versioned or not) and those with a glob, each checked against its patterns. Unsorted,
+    /// and a policy may come twice.
+    fn type_matches<'a>(&'a self, ty: &'a str) -> impl Iterator<Item = usize> + 'a {
+        [ty, crate::pattern::unversioned(ty)]
+            .into_iter()
+            .filter_map(|key| self.by_type.get(key))
+            .flatten()
+            .chain(&self.globbed)
+            .copied()
+            .filter(move |&i| {
+                self.policies[i]
+                    .types
+                    .iter()
+                    .any(|p| crate::pattern::type_pattern_matches(p, ty))
+            })
+    }
+
     /// The policies whose `on.types` match `ty`, in load order.
     pub fn for_type(&self, ty: &str) -> Vec<&Policy> {
-        let mut idx: Vec<usize> = Vec::new();
-        for key in [ty, crate::pattern::unversioned(ty)] {
-            if let Some(list) = self.by_type.get(key) {
-                idx.extend(list.iter().copied().filter(|&i| {
-                    self.policies[i]
-                        .types
-                        .iter()
-                        .any(|p| crate::pattern::type_pattern_matches(p, ty))
-                }));
-            }
-        }
-        idx.extend(self.globbed.iter().copied().filter(|&i| {
-            self.policies[i]
-                .types
-                .iter()
-                .any(|p| crate::pattern::type_pattern_matches(p, ty))
-        }));
+        let mut idx: Vec<usize> = self.type_matches(ty).collect();
         idx.sort_unstable();
         idx.dedup();
         idx.into_iter().map(|i| &self.policies[i]).collect()
     }
 
-    /// Does any policy ask for events of this type?
+    /// Does any policy ask for events of this type? (The intake asks for every event: it
+    /// stops at the first match and allocates nothing.)
     pub fn wants_type(&self, ty: &str) -> bool {
-        let asks = |&i: &usize| {
-            self.policies[i]
-                .types
-                .iter()
-                .any(|p| crate::pattern::type_pattern_matches(p, ty))
-        };
-        [ty, crate::pattern::unversioned(ty)]
-            .iter()
-            .filter_map(|key| self.by_type.get(*key))
-            .any(|list| list.iter().any(asks))
-            || self.globbed.iter().any(asks)
+        self.type_matches(ty).next().is_some()
     }
 }
 
