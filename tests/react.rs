@@ -598,6 +598,18 @@ async fn change_created_makes_a_preview_environment_and_change_merged_deletes_it
     assert_eq!(outcome("web-image"), Some(json!("skipped")));
 }
 
+/// `headers` with the value of `name` replaced by `f(old value)`.
+fn with_header(
+    headers: Vec<(String, String)>,
+    name: &str,
+    f: impl Fn(String) -> String,
+) -> Vec<(String, String)> {
+    headers
+        .into_iter()
+        .map(|(k, v)| if k == name { (k, f(v)) } else { (k, v) })
+        .collect()
+}
+
 /// HMAC headers as the security doc describes them.
 fn signed(client: &str, secret: &str, ts: i64, body: &[u8]) -> Vec<(String, String)> {
     use hmac::Mac;
@@ -798,46 +810,31 @@ async fn hostile_and_malformed_requests_get_the_right_answer_and_nothing_is_acte
         ),
         hmac_rows(
             "hmac timestamp not a number",
-            signed("monitoring", MON_SECRET, now, &inc_bytes)
-                .into_iter()
-                .map(|(k, v)| {
-                    if k == "X-CDEvents-Timestamp" {
-                        (k, "yesterday".into())
-                    } else {
-                        (k, v)
-                    }
-                })
-                .collect(),
+            with_header(
+                signed("monitoring", MON_SECRET, now, &inc_bytes),
+                "X-CDEvents-Timestamp",
+                |_| "yesterday".into(),
+            ),
             &inc_bytes,
             "not Unix seconds",
         ),
         hmac_rows(
             "hmac signature not hex",
-            signed("monitoring", MON_SECRET, now, &inc_bytes)
-                .into_iter()
-                .map(|(k, v)| {
-                    if k == "X-CDEvents-Signature" {
-                        (k, "sha256=zz".into())
-                    } else {
-                        (k, v)
-                    }
-                })
-                .collect(),
+            with_header(
+                signed("monitoring", MON_SECRET, now, &inc_bytes),
+                "X-CDEvents-Signature",
+                |_| "sha256=zz".into(),
+            ),
             &inc_bytes,
             "not hex",
         ),
         hmac_rows(
             "hmac signature without algorithm",
-            signed("monitoring", MON_SECRET, now, &inc_bytes)
-                .into_iter()
-                .map(|(k, v)| {
-                    if k == "X-CDEvents-Signature" {
-                        (k, v.replace("sha256=", ""))
-                    } else {
-                        (k, v)
-                    }
-                })
-                .collect(),
+            with_header(
+                signed("monitoring", MON_SECRET, now, &inc_bytes),
+                "X-CDEvents-Signature",
+                |v| v.replace("sha256=", ""),
+            ),
             &inc_bytes,
             "sha256=<hex>",
         ),
