@@ -28,7 +28,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 const GROUP_MAX: usize = 512;
 
 pub struct Intake {
-    pub clients: std::sync::Arc<Clients>,
+    pub clients: Arc<Clients>,
     pub policies: PolicyHandle,
     pub schemas: &'static Schemas,
     pub committer: Committer,
