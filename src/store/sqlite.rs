@@ -170,6 +170,9 @@ impl SqliteStore {
         }
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
+            // A connection to a local file does not go stale; a ping before every write
+            // would only add a round trip to the database thread.
+            .test_before_acquire(false)
             .connect_with(
                 options
                     .clone()
@@ -208,6 +211,43 @@ impl SqliteStore {
                 syncing: tokio::sync::Mutex::new(()),
             },
         })
+    }
+}
+
+/// The seq of every key of `chunk` that is in the inbox.
+async fn seqs_of<'c>(
+    db: impl sqlx::SqliteExecutor<'c>,
+    chunk: &[NewInbound],
+) -> Result<Vec<(i64, String, String)>, sqlx::Error> {
+    let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+        "SELECT seq, source, event_id FROM inbox WHERE (source, event_id) IN ",
+    );
+    q.push_tuples(chunk, |mut b, e| {
+        b.push_bind(e.source.as_str())
+            .push_bind(e.event_id.as_str());
+    });
+    q.build_query_as().fetch_all(db).await
+}
+
+/// After an insert of `chunk` that added `inserted` rows but not all: which ones are new.
+/// `found` holds the seq of every key of the chunk (old or new). Seqs only grow, so the new
+/// rows are the `inserted` largest; a key twice in the chunk was inserted for its first
+/// occurrence only.
+fn new_rows(
+    chunk: &[NewInbound],
+    found: &[(i64, String, String)],
+    inserted: usize,
+    out: &mut [Option<i64>],
+) {
+    let mut newest: Vec<&(i64, String, String)> = found.iter().collect();
+    newest.sort_by_key(|(seq, _, _)| std::cmp::Reverse(*seq));
+    let mut by_key: std::collections::HashMap<(&str, &str), i64> = newest
+        .into_iter()
+        .take(inserted)
+        .map(|(seq, src, id)| ((src.as_str(), id.as_str()), *seq))
+        .collect();
+    for (e, seq) in chunk.iter().zip(out.iter_mut()) {
+        *seq = by_key.remove(&(e.source.as_str(), e.event_id.as_str()));
     }
 }
 
@@ -467,21 +507,30 @@ impl Store for SqliteStore {
                     .push_bind(if e.pending { "pending" } else { "done" })
                     .push_bind((!e.pending).then_some(now_ms));
             });
-            q.push(" ON CONFLICT (source, event_id) DO NOTHING RETURNING seq, source, event_id");
-            let query = q.build_query_as::<(i64, String, String)>();
-            let inserted = match tx.as_mut() {
-                Some(tx) => query.fetch_all(&mut **tx).await?,
-                None => query.fetch_all(&self.writer).await?,
+            // No RETURNING: its rows would come back from the database thread one message
+            // each. The statement's own count and last seq tell the common case.
+            q.push(" ON CONFLICT (source, event_id) DO NOTHING");
+            let query = q.build();
+            let done = match tx.as_mut() {
+                Some(tx) => query.execute(&mut **tx).await?,
+                None => query.execute(&self.writer).await?,
             };
-            // RETURNING order is unspecified: match rows by key. A key twice in the chunk
-            // was inserted once, for its first occurrence.
-            let mut by_key: std::collections::HashMap<(&str, &str), i64> = inserted
-                .iter()
-                .map(|(seq, src, id)| ((src.as_str(), id.as_str()), *seq))
-                .collect();
-            for (i, e) in chunk.iter().enumerate() {
-                seqs[chunk_no * CHUNK + i] =
-                    by_key.remove(&(e.source.as_str(), e.event_id.as_str()));
+            let inserted = usize::try_from(done.rows_affected()).unwrap_or(usize::MAX);
+            let out = &mut seqs[chunk_no * CHUNK..chunk_no * CHUNK + chunk.len()];
+            if inserted == chunk.len() {
+                // Every row is new. One statement on the one writer inserts its rows in
+                // order and numbers them one after another (AUTOINCREMENT: one past the
+                // largest seq ever), so the last one has `last_insert_rowid`.
+                let first = done.last_insert_rowid() - (chunk.len() as i64 - 1);
+                for (i, seq) in out.iter_mut().enumerate() {
+                    *seq = Some(first + i as i64);
+                }
+            } else if inserted > 0 {
+                let found = match tx.as_mut() {
+                    Some(tx) => seqs_of(&mut **tx, chunk).await?,
+                    None => seqs_of(&self.writer, chunk).await?,
+                };
+                new_rows(chunk, &found, inserted, out);
             }
         }
         if let Some(tx) = tx {
