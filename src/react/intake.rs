@@ -22,7 +22,7 @@ use axum::routing::post;
 use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
 /// Most requests folded into one commit.
 const GROUP_MAX: usize = 512;
@@ -292,16 +292,18 @@ type CommitReply = oneshot::Sender<Result<Vec<Option<i64>>, String>>;
 /// One event to commit: its inbox row, and the event itself for the engine.
 pub type Received = (NewInbound, Arc<Inbound>);
 
-/// Groups committing at once: while some wait for their fsync, the next one writes.
-const GROUPS_IN_FLIGHT: usize = 4;
+/// Groups committed and not yet answered (written, waiting for the disk) at most.
+const GROUPS_IN_FLIGHT: usize = 2;
 
-/// Commit one group in one transaction; hand the new events to the engine, then answer
-/// every request of the group.
+/// Commit one group in one transaction; hand the new events to the engine and free the
+/// `writer` as soon as they are committed, then (once on disk) answer every request of the
+/// group.
 async fn commit_group(
     store: &dyn Store,
     owner: &str,
     handoff: &mpsc::UnboundedSender<(i64, Arc<Inbound>)>,
     group: Vec<(Vec<Received>, CommitReply)>,
+    writer: OwnedSemaphorePermit,
 ) {
     // Move the rows out (no copy of the payloads), keeping each request's count.
     let mut rows: Vec<NewInbound> = Vec::new();
@@ -323,7 +325,10 @@ async fn commit_group(
     // the disk: a power cut in between may lose an event the engine acted on, which its
     // client (never answered) sends again — the same risk as a decision claim, which is not
     // synced either (see docs/decisions.md).
+    let writer = std::sync::Mutex::new(Some(writer));
     let hand_over = |fresh: &[Option<i64>]| {
+        // The next group may write now, while this one waits for the disk.
+        drop(writer.lock().ok().and_then(|mut w| w.take()));
         if fresh.len() != events.len() {
             return;
         }
@@ -356,9 +361,12 @@ async fn commit_group(
     }
 }
 
-/// Group commit: requests arriving while a commit runs are committed together in the next
-/// transaction, so durability costs one fsync per group, not per request. New rows are
-/// committed claimed by this gateway (`owner`) and the pending ones handed to its engine.
+/// Group commit: requests arriving while a group is written are committed together in the
+/// next transaction, so durability costs one fsync and one database round trip per group,
+/// not per request. A group is formed only once a writer is free
+/// ([`Store::parallel_commits`]); while it waits for the disk the next one is written. New
+/// rows are committed claimed by this gateway (`owner`) and the pending ones handed to its
+/// engine.
 #[derive(Clone)]
 pub struct Committer {
     tx: mpsc::Sender<(Vec<Received>, CommitReply)>,
@@ -373,10 +381,14 @@ impl Committer {
         handoff: mpsc::UnboundedSender<(i64, Arc<Inbound>)>,
     ) -> Committer {
         let (tx, mut rx) = mpsc::channel::<(Vec<Received>, CommitReply)>(4096);
+        let writers = Arc::new(Semaphore::new(store.parallel_commits().max(1)));
         let in_flight = Arc::new(Semaphore::new(GROUPS_IN_FLIGHT));
         tokio::spawn(async move {
             while let Some(first) = rx.recv().await {
-                // While earlier groups commit, requests pile up into the next group.
+                // While earlier groups are written, requests pile up into the next group.
+                let Ok(writer) = writers.clone().acquire_owned().await else {
+                    return;
+                };
                 let Ok(permit) = in_flight.clone().acquire_owned().await else {
                     return;
                 };
@@ -389,7 +401,7 @@ impl Committer {
                 }
                 let (store, owner, handoff) = (store.clone(), owner.clone(), handoff.clone());
                 tokio::spawn(async move {
-                    commit_group(store.as_ref(), &owner, &handoff, group).await;
+                    commit_group(store.as_ref(), &owner, &handoff, group, writer).await;
                     drop(permit);
                 });
             }

@@ -329,6 +329,12 @@ pub trait Store: Send + Sync + 'static {
     async fn list_decisions(&self, limit: i64) -> Result<Vec<DecisionRow>, StoreError>;
     /// Whether several gateways may share this store (PostgreSQL: true; SQLite: false).
     fn shared(&self) -> bool;
+    /// How many inbox commits are worth writing at once. SQLite writes on one connection:
+    /// a second commit would only queue behind the first, as a smaller group than it could
+    /// have been. PostgreSQL commits in parallel on its pool.
+    fn parallel_commits(&self) -> usize {
+        1
+    }
 }
 
 /// Open the store named by `url`, creating and migrating it as needed.

@@ -510,6 +510,10 @@ impl Store for PostgresStore {
             .await?)
     }
 
+    fn parallel_commits(&self) -> usize {
+        4
+    }
+
     fn shared(&self) -> bool {
         true
     }
