@@ -292,9 +292,6 @@ type CommitReply = oneshot::Sender<Result<Vec<Option<i64>>, String>>;
 /// One event to commit: its inbox row, and the event itself for the engine.
 pub type Received = (NewInbound, Arc<Inbound>);
 
-/// Groups committed and not yet answered (written, waiting for the disk) at most.
-const GROUPS_IN_FLIGHT: usize = 2;
-
 /// Commit one group in one transaction; hand the new events to the engine and free the
 /// `writer` as soon as they are committed, then (once on disk) answer every request of the
 /// group.
@@ -381,8 +378,12 @@ impl Committer {
         handoff: mpsc::UnboundedSender<(i64, Arc<Inbound>)>,
     ) -> Committer {
         let (tx, mut rx) = mpsc::channel::<(Vec<Received>, CommitReply)>(4096);
-        let writers = Arc::new(Semaphore::new(store.parallel_commits().max(1)));
-        let in_flight = Arc::new(Semaphore::new(GROUPS_IN_FLIGHT));
+        let parallel = store.parallel_commits().max(1);
+        let writers = Arc::new(Semaphore::new(parallel));
+        // Groups written and not yet answered: one more than the writers, so that one is
+        // written while the ones before wait for the disk. More would only split the
+        // requests waiting for the next fsync into smaller groups.
+        let in_flight = Arc::new(Semaphore::new(parallel + 1));
         tokio::spawn(async move {
             while let Some(first) = rx.recv().await {
                 // While earlier groups are written, requests pile up into the next group.
