@@ -406,6 +406,22 @@ pub struct ReactConfig {
     /// How often expired preview Applications are looked for.
     #[serde(default = "d_1m")]
     pub preview_sweep_interval: HumanDuration,
+    /// How long a received event stays in the inbox once decided; while it is there, the
+    /// same event (`source` + `id`) sent again is acknowledged as a duplicate.
+    #[serde(default = "d_7d")]
+    pub retain_events: HumanDuration,
+    /// How long decisions are kept (`decisions list`, cooldowns, and the guard against
+    /// acting twice on one event). Never shorter than `retainEvents`; a decision a policy's
+    /// cooldown still needs is kept however old.
+    #[serde(default = "d_30d")]
+    pub retain_decisions: HumanDuration,
+}
+
+fn d_7d() -> HumanDuration {
+    HumanDuration(Duration::from_secs(7 * 86_400))
+}
+fn d_30d() -> HumanDuration {
+    HumanDuration(Duration::from_secs(30 * 86_400))
 }
 
 fn d_2s() -> HumanDuration {
@@ -949,6 +965,13 @@ impl ReactConfig {
                 "react.allowUnauthenticated: only allowed when listen is a loopback address, not {listen}"
             ));
         }
+        if self.retain_decisions.0 < self.retain_events.0 {
+            return Err(format!(
+                "react.retainDecisions: {} is shorter than react.retainEvents ({}); a decision is what stops an event received again, once its inbox row is gone, from being acted on twice",
+                humantime::format_duration(self.retain_decisions.0),
+                humantime::format_duration(self.retain_events.0)
+            ));
+        }
         let mut names = std::collections::HashSet::new();
         for (i, c) in self.clients.iter().enumerate() {
             let at = format!("react.clients[{i}]");
@@ -1112,6 +1135,10 @@ sinks:
                 &["sinks[0].auth", "exactly one"],
             ),
             ("delivery: {concurrency: 0}\n", &["delivery.concurrency"]),
+            (
+                "react: {policies: p, retainEvents: 14d, retainDecisions: 7d}\n",
+                &["react.retainDecisions", "7days", "14days", "acted on twice"],
+            ),
         ];
         for (text, wants) in cases {
             let e = err(text);

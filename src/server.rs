@@ -124,7 +124,12 @@ struct Duties {
     config: Config,
     sinks: Vec<(crate::config::SinkConfig, Arc<HttpSink>)>,
     source: Source,
-    engine: Option<(Arc<crate::react::engine::Engine>, std::time::Duration)>,
+    /// The react engine, how often it sweeps previews, and how long it keeps history.
+    engine: Option<(
+        Arc<crate::react::engine::Engine>,
+        std::time::Duration,
+        crate::react::engine::Retention,
+    )>,
 }
 
 impl Duties {
@@ -171,8 +176,9 @@ impl Duties {
         if let Some(events) = events {
             set.spawn(pipeline.run(events.fuse(), stop.clone()));
         }
-        if let Some((engine, every)) = &self.engine {
+        if let Some((engine, every, retention)) = &self.engine {
             set.spawn(engine.clone().sweep_previews(*every, stop.clone()));
+            set.spawn(engine.clone().prune_history(*retention, stop.clone()));
         }
         Ok(set)
     }
@@ -352,7 +358,14 @@ pub async fn run(
                     work_stop.clone(),
                 ));
             }
-            duties.engine = Some((engine.clone(), rc.preview_sweep_interval.0));
+            duties.engine = Some((
+                engine.clone(),
+                rc.preview_sweep_interval.0,
+                react::engine::Retention {
+                    events: rc.retain_events.0,
+                    decisions: rc.retain_decisions.0,
+                },
+            ));
             intake::routes(Arc::new(intake::Intake {
                 clients,
                 policies: handle,

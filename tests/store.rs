@@ -76,6 +76,8 @@ contract!(
     events_nothing_asks_for_are_stored_done_and_still_deduplicated,
     the_committed_callback_gets_the_answer_once,
     every_answered_seq_is_the_row_of_its_event,
+    old_received_events_are_pruned_once_decided_oldest_first,
+    old_settled_decisions_are_pruned_never_acting_ones,
     inbox_rows_are_claimed_oldest_first_and_once_per_owner,
     claims_of_another_owner_expire_or_yield_as_the_store_says,
     renewed_claims_are_kept_and_done_rows_are_never_claimed,
@@ -597,6 +599,86 @@ async fn inbox_deduplicates_within_and_across_batches(store: Arc<dyn Store>) {
     );
     assert_eq!(rows[0].payload, "{\"id\":\"1\"}");
     assert_eq!(rows[0].client, "ci");
+}
+
+async fn old_received_events_are_pruned_once_decided_oldest_first(store: Arc<dyn Store>) {
+    let s = store.as_ref();
+    let owner = claim("gw-1", 60_000);
+    let done = |id: &str| NewInbound {
+        pending: false,
+        ..inbound("/ci", id)
+    };
+    let commit = |rows: Vec<NewInbound>, at: i64| {
+        let owner = owner.clone();
+        async move {
+            s.commit_inbox(&rows, at, &owner)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"))
+        }
+    };
+    commit(vec![done("a"), done("b"), inbound("/ci", "waiting")], 1_000).await;
+    commit(vec![done("c")], 2_000).await;
+    commit(vec![done("young")], 5_000).await;
+    let prune = |before: i64, limit: i64| async move {
+        s.prune_inbox(before, limit)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+    };
+    // Oldest first, at most `limit` a call; nothing received since the cutoff, nothing
+    // still pending.
+    assert_eq!(prune(3_000, 1).await, 1);
+    assert_eq!(prune(3_000, 10).await, 2);
+    assert_eq!(prune(3_000, 10).await, 0);
+    // Gone from the inbox, so received again it is new; the rest are still duplicates.
+    let again = commit(
+        vec![done("a"), done("c"), inbound("/ci", "waiting"), done("young")],
+        6_000,
+    )
+    .await;
+    assert!(again[0].is_some() && again[1].is_some(), "{again:?}");
+    assert_eq!(again[2..], [None, None]);
+    // The pending row is still there to be decided.
+    let rows = s
+        .claim_inbox(&claim("gw-2", 200_000), 100_000, 10)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        rows.iter().map(|r| r.event_id.as_str()).collect::<Vec<_>>(),
+        ["waiting"]
+    );
+}
+
+async fn old_settled_decisions_are_pruned_never_acting_ones(store: Arc<dyn Store>) {
+    let s = store.as_ref();
+    let record = |d: NewDecision, at: i64| async move {
+        assert!(
+            s.record_decision(&d, at)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"))
+        );
+    };
+    record(decision("e1", "p", "argocd/a", Outcome::Acted), 1_000).await;
+    record(decision("e2", "p", "argocd/b", Outcome::Acting), 1_000).await;
+    record(decision("e3", "p", "argocd/a", Outcome::Skipped), 2_000).await;
+    record(decision("e4", "p", "argocd/a", Outcome::Acted), 9_000).await;
+    assert_eq!(
+        s.prune_decisions(5_000, 100)
+            .await
+            .unwrap_or_else(|e| panic!("{e}")),
+        2
+    );
+    let left = s
+        .list_decisions(100)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let ids: Vec<&str> = left.iter().map(|d| d.event_id.as_str()).collect();
+    assert_eq!(ids, ["e4", "e2"], "newest first: the young one and the one still acting");
+    assert_eq!(
+        s.last_acted("p", "argocd/a")
+            .await
+            .unwrap_or_else(|e| panic!("{e}")),
+        Some(9_000)
+    );
 }
 
 /// Big all-new batches (across the SQLite store's 1,000-row statements) and batches mixing

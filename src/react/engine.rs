@@ -54,6 +54,54 @@ pub fn owner_id(hostname: Option<&str>) -> String {
     format!("{host}-{}", uuid::Uuid::new_v4())
 }
 
+/// How often old history is pruned.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
+/// Rows deleted in one statement.
+const PRUNE_CHUNK: i64 = 5_000;
+
+/// How long received events and decisions are kept (`react.retainEvents`,
+/// `react.retainDecisions`).
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    pub events: Duration,
+    pub decisions: Duration,
+}
+
+impl Retention {
+    /// The (inbox, decisions) cutoffs in unix ms at `now_ms`: decisions are kept for the
+    /// longest cooldown of `policies` if that is longer than `self.decisions`.
+    pub fn cutoffs(&self, now_ms: i64, policies: &[Policy]) -> (i64, i64) {
+        let longest_cooldown = policies
+            .iter()
+            .filter_map(|p| p.guard.cooldown)
+            .max()
+            .unwrap_or_default();
+        let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+        (
+            now_ms.saturating_sub(ms(self.events)),
+            now_ms.saturating_sub(ms(self.decisions.max(longest_cooldown))),
+        )
+    }
+}
+
+/// Run `prune` (one chunk) until a chunk comes back short or `stop`; the total deleted.
+async fn prune_all<F, Fut>(prune: F, stop: &CancellationToken) -> Result<u64, crate::store::StoreError>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<u64, crate::store::StoreError>>,
+{
+    let mut total = 0;
+    loop {
+        let n = prune().await?;
+        total += n;
+        if n < PRUNE_CHUNK as u64 || stop.is_cancelled() {
+            return Ok(total);
+        }
+        // Let the writer serve the intake and the engine between chunks.
+        tokio::task::yield_now().await;
+    }
+}
+
 /// A policy's `rateLimit`, with the limiter keyed by application.
 type PolicyLimiter = (crate::config::Rate, Arc<DefaultKeyedRateLimiter<String>>);
 
@@ -730,6 +778,35 @@ impl Engine {
         tracing::info!(policy = %d.policy, application = %d.application, action = %d.action,
             outcome = d.outcome.as_str(), reason = %d.reason, event = %d.event_id, "decision");
         Claim::Done
+    }
+
+    /// Delete old history every [`PRUNE_EVERY`] until `stop`: decided inbox rows received
+    /// more than `retention.events` ago, and settled decisions older than
+    /// `retention.decisions` — or than the longest cooldown of the policies loaded then,
+    /// if that is longer, so that no cooldown forgets when it last acted. Deletes in
+    /// chunks, so the store's writer is never held long.
+    pub async fn prune_history(self: Arc<Self>, retention: Retention, stop: CancellationToken) {
+        loop {
+            let now = crate::delivery::now_ms();
+            let (events, decisions) = retention.cutoffs(now, &self.policies.get().policies);
+            let (inbox, decided) = (
+                prune_all(|| self.store.prune_inbox(events, PRUNE_CHUNK), &stop).await,
+                prune_all(|| self.store.prune_decisions(decisions, PRUNE_CHUNK), &stop).await,
+            );
+            match (inbox, decided) {
+                (Ok(0), Ok(0)) => {}
+                (Ok(inbox), Ok(decisions)) => {
+                    tracing::info!(inbox, decisions, "pruned old received events and decisions")
+                }
+                (Err(e), _) | (_, Err(e)) => {
+                    tracing::warn!(error = %e, "pruning old received events and decisions failed; will retry")
+                }
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(PRUNE_EVERY) => {}
+            }
+        }
     }
 
     /// Delete expired preview Applications (made by createApplication with a ttl) every

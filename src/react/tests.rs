@@ -511,3 +511,29 @@ fn image_references_from_package_urls() {
         assert_eq!(image_from_purl(purl).as_deref(), want, "{purl}");
     }
 }
+
+#[test]
+fn decisions_are_kept_for_the_longest_cooldown_when_it_is_longer_than_their_retention() {
+    use super::engine::Retention;
+    let day = 86_400_000;
+    let retention = Retention {
+        events: std::time::Duration::from_secs(86_400),
+        decisions: std::time::Duration::from_secs(2 * 86_400),
+    };
+    let now = 100 * day;
+    let cooled = |cooldown: &str| {
+        set(&format!(
+            "name: c\non: {{types: [dev.cdevents.incident.detected]}}\ntarget: {{application: '\"x\"'}}\nguard: {{cooldown: {cooldown}}}\naction: {{refresh: {{}}}}\n"
+        ))
+    };
+    let cases: &[(&str, Option<&str>, (i64, i64))] = &[
+        ("no policies", None, (now - day, now - 2 * day)),
+        ("a short cooldown", Some("1h"), (now - day, now - 2 * day)),
+        ("a cooldown of 5 days", Some("5d"), (now - day, now - 5 * day)),
+    ];
+    for (name, cooldown, want) in cases {
+        let policies = cooldown.map(cooled);
+        let list = policies.as_ref().map_or(&[][..], |p| &p.policies[..]);
+        assert_eq!(retention.cutoffs(now, list), *want, "{name}");
+    }
+}

@@ -327,6 +327,12 @@ pub trait Store: Send + Sync + 'static {
     async fn last_acted(&self, policy: &str, application: &str) -> Result<Option<i64>, StoreError>;
     /// Decisions, newest first.
     async fn list_decisions(&self, limit: i64) -> Result<Vec<DecisionRow>, StoreError>;
+    /// Delete up to `limit` decided inbox rows received before `before_ms`, oldest first.
+    /// Returns how many.
+    async fn prune_inbox(&self, before_ms: i64, limit: i64) -> Result<u64, StoreError>;
+    /// Delete up to `limit` settled decisions (not `acting`) last decided before
+    /// `before_ms`, oldest first. Returns how many.
+    async fn prune_decisions(&self, before_ms: i64, limit: i64) -> Result<u64, StoreError>;
     /// Whether several gateways may share this store (PostgreSQL: true; SQLite: false).
     fn shared(&self) -> bool;
     /// How many inbox commits are worth writing at once. SQLite writes on one connection:

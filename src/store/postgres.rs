@@ -514,6 +514,24 @@ impl Store for PostgresStore {
         4
     }
 
+    async fn prune_inbox(&self, before_ms: i64, limit: i64) -> Result<u64, StoreError> {
+        Ok(sqlx::query(sql::PRUNE_INBOX)
+            .bind(before_ms)
+            .bind(limit)
+            .execute(&self.pool)
+            .await?
+            .rows_affected())
+    }
+
+    async fn prune_decisions(&self, before_ms: i64, limit: i64) -> Result<u64, StoreError> {
+        Ok(sqlx::query(sql::PRUNE_DECISIONS)
+            .bind(before_ms)
+            .bind(limit)
+            .execute(&self.pool)
+            .await?
+            .rows_affected())
+    }
+
     fn shared(&self) -> bool {
         true
     }

@@ -82,3 +82,16 @@ pub(super) const LAST_ACTED: &str = "SELECT MAX(decided_at) FROM decisions WHERE
 pub(super) const LIST_DECISIONS: &str = "SELECT seq, decided_at, event_source, event_id, event_type, policy, application, \
      action, outcome, reason, chain_id, requests FROM decisions ORDER BY seq DESC LIMIT \
      $1";
+
+/// Delete up to `$2` decided inbox rows received before `$1`, oldest first. Rows are found
+/// in seq order up to the first one received since `$1` (seqs grow with time), so the scan
+/// stops there instead of reading the whole table.
+pub(super) const PRUNE_INBOX: &str = "DELETE FROM inbox WHERE seq IN (SELECT seq FROM inbox WHERE \
+     status = 'done' AND seq < COALESCE((SELECT seq FROM inbox WHERE received_at >= $1 \
+     ORDER BY seq LIMIT 1), 9223372036854775807) ORDER BY seq LIMIT $2)";
+
+/// Delete up to `$2` settled decisions last decided before `$1`, oldest first (never one
+/// still `acting`); found the same way as [`PRUNE_INBOX`]'s rows.
+pub(super) const PRUNE_DECISIONS: &str = "DELETE FROM decisions WHERE seq IN (SELECT seq FROM decisions \
+     WHERE outcome <> 'acting' AND seq < COALESCE((SELECT seq FROM decisions WHERE \
+     decided_at >= $1 ORDER BY seq LIMIT 1), 9223372036854775807) ORDER BY seq LIMIT $2)";

@@ -658,6 +658,24 @@ impl Store for SqliteStore {
             .await?)
     }
 
+    async fn prune_inbox(&self, before_ms: i64, limit: i64) -> Result<u64, StoreError> {
+        Ok(sqlx::query(sql::PRUNE_INBOX)
+            .bind(before_ms)
+            .bind(limit)
+            .execute(&self.writer)
+            .await?
+            .rows_affected())
+    }
+
+    async fn prune_decisions(&self, before_ms: i64, limit: i64) -> Result<u64, StoreError> {
+        Ok(sqlx::query(sql::PRUNE_DECISIONS)
+            .bind(before_ms)
+            .bind(limit)
+            .execute(&self.writer)
+            .await?
+            .rows_affected())
+    }
+
     fn shared(&self) -> bool {
         false
     }
