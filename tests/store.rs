@@ -631,7 +631,12 @@ async fn old_received_events_are_pruned_once_decided_oldest_first(store: Arc<dyn
     assert_eq!(prune(3_000, 10).await, 0);
     // Gone from the inbox, so received again it is new; the rest are still duplicates.
     let again = commit(
-        vec![done("a"), done("c"), inbound("/ci", "waiting"), done("young")],
+        vec![
+            done("a"),
+            done("c"),
+            inbound("/ci", "waiting"),
+            done("young"),
+        ],
         6_000,
     )
     .await;
@@ -672,7 +677,11 @@ async fn old_settled_decisions_are_pruned_never_acting_ones(store: Arc<dyn Store
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     let ids: Vec<&str> = left.iter().map(|d| d.event_id.as_str()).collect();
-    assert_eq!(ids, ["e4", "e2"], "newest first: the young one and the one still acting");
+    assert_eq!(
+        ids,
+        ["e4", "e2"],
+        "newest first: the young one and the one still acting"
+    );
     assert_eq!(
         s.last_acted("p", "argocd/a")
             .await

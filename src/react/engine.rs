@@ -85,7 +85,10 @@ impl Retention {
 }
 
 /// Run `prune` (one chunk) until a chunk comes back short or `stop`; the total deleted.
-async fn prune_all<F, Fut>(prune: F, stop: &CancellationToken) -> Result<u64, crate::store::StoreError>
+async fn prune_all<F, Fut>(
+    prune: F,
+    stop: &CancellationToken,
+) -> Result<u64, crate::store::StoreError>
 where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = Result<u64, crate::store::StoreError>>,

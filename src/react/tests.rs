@@ -529,7 +529,11 @@ fn decisions_are_kept_for_the_longest_cooldown_when_it_is_longer_than_their_rete
     let cases: &[(&str, Option<&str>, (i64, i64))] = &[
         ("no policies", None, (now - day, now - 2 * day)),
         ("a short cooldown", Some("1h"), (now - day, now - 2 * day)),
-        ("a cooldown of 5 days", Some("5d"), (now - day, now - 5 * day)),
+        (
+            "a cooldown of 5 days",
+            Some("5d"),
+            (now - day, now - 5 * day),
+        ),
     ];
     for (name, cooldown, want) in cases {
         let policies = cooldown.map(cooled);
