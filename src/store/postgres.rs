@@ -511,7 +511,8 @@ impl Store for PostgresStore {
     }
 
     fn parallel_commits(&self) -> usize {
-        4
+        // Half the pool: the engine, the outbox and the readers keep the other half.
+        (POOL_SIZE / 2) as usize
     }
 
     async fn prune_inbox(&self, before_ms: i64, limit: i64) -> Result<u64, StoreError> {
