@@ -57,14 +57,14 @@ fn packaged(tag: &str) -> NewInbound {
         axum::http::HeaderValue::from_static("application/json"),
     );
     let mut events =
-        inbound::decode(&headers, v.to_string().as_bytes()).unwrap_or_else(|e| panic!("{e}"));
+        inbound::decode(&headers, &v.to_string().into()).unwrap_or_else(|e| panic!("{e}"));
     let ev = events.remove(0);
     NewInbound {
         source: ev.source.clone(),
         event_id: ev.id.clone(),
         event_type: ev.ty.clone(),
         client: "ci".into(),
-        payload: serde_json::to_string(&ev).unwrap_or_else(|e| panic!("{e}")),
+        payload: ev.stored(),
         pending: true,
     }
 }
@@ -160,8 +160,15 @@ async fn on_postgres_the_intake_hands_its_claimed_rows_to_its_engine() {
     let run = tokio::spawn(engine.clone().run(owner.clone(), handed, stop.clone()));
 
     let event = packaged("1.2.0");
-    let parsed: Arc<inbound::Inbound> =
-        Arc::new(serde_json::from_str(&event.payload).unwrap_or_else(|e| panic!("{e}")));
+    let parsed: Arc<inbound::Inbound> = Arc::new(
+        inbound::Inbound::from_stored(
+            &event.source,
+            &event.event_id,
+            &event.event_type,
+            &event.payload,
+        )
+        .unwrap_or_else(|e| panic!("{e}")),
+    );
     let fresh = committer
         .commit(vec![
             (event.clone(), parsed.clone()),

@@ -5,13 +5,15 @@
 
 use super::policy::PolicySet;
 use super::schema::{SchemaError, Schemas};
+use axum::body::Bytes;
 use axum::http::HeaderMap;
 use cloudevents::event::{AttributesReader, Data};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
-/// One received event, as stored in the inbox.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// One received event. Its inbox row holds [`Inbound::stored`]; rows written before that
+/// form hold this struct serialised whole, and both read back with [`Inbound::from_stored`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Inbound {
     pub id: String,
     pub source: String,
@@ -21,6 +23,38 @@ pub struct Inbound {
     pub attributes: Map<String, Value>,
     /// The CDEvent, or the CloudEvent's data for other events.
     pub data: Value,
+    /// The request body of a bare CDEvent, which is exactly `data` as JSON text: stored as
+    /// it came instead of serialised again. Not part of the event (equality ignores it).
+    #[serde(skip)]
+    pub raw_data: Option<Bytes>,
+}
+
+impl PartialEq for Inbound {
+    fn eq(&self, other: &Self) -> bool {
+        (
+            &self.id,
+            &self.source,
+            &self.ty,
+            &self.attributes,
+            &self.data,
+        ) == (
+            &other.id,
+            &other.source,
+            &other.ty,
+            &other.attributes,
+            &other.data,
+        )
+    }
+}
+
+/// An inbox payload as read back: both the current form (`data`, and `attributes` unless
+/// they follow from a bare CDEvent's context) and the older whole [`Inbound`], whose extra
+/// fields repeat the row's columns.
+#[derive(Deserialize)]
+struct Stored {
+    #[serde(default)]
+    attributes: Option<Map<String, Value>>,
+    data: Value,
 }
 
 /// Why a request or one of its events was refused.
@@ -51,7 +85,7 @@ pub fn media_type(headers: &HeaderMap) -> Option<String> {
 }
 
 /// Decode a request body into events; `Err` says what is wrong (415 or 400).
-pub fn decode(headers: &HeaderMap, body: &[u8]) -> Result<Vec<Inbound>, InboundError> {
+pub fn decode(headers: &HeaderMap, body: &Bytes) -> Result<Vec<Inbound>, InboundError> {
     let media = media_type(headers);
     let binary = headers.contains_key("ce-specversion");
     match media.as_deref() {
@@ -116,11 +150,12 @@ fn from_event(ev: cloudevents::Event) -> Result<Inbound, InboundError> {
         ty: ev.ty().to_string(),
         attributes,
         data,
+        raw_data: None,
     })
 }
 
 /// A CDEvent sent as plain JSON: the CloudEvent is built from its context.
-fn bare_cdevent(body: &[u8]) -> Result<Inbound, InboundError> {
+fn bare_cdevent(body: &Bytes) -> Result<Inbound, InboundError> {
     let v: Value =
         serde_json::from_slice(body).map_err(|e| bad(format!("body is not JSON: {e}")))?;
     let ctx = v
@@ -135,6 +170,42 @@ fn bare_cdevent(body: &[u8]) -> Result<Inbound, InboundError> {
             .ok_or_else(|| bad(format!("context.{k}: missing or not a non-empty string")))
     };
     let (id, source, ty) = (field("id")?, field("source")?, field("type")?);
+    let attributes = bare_attributes(&id, &source, &ty, ctx);
+    Ok(Inbound {
+        id,
+        source,
+        ty,
+        attributes,
+        data: v,
+        raw_data: Some(body.clone()),
+    })
+}
+
+/// Valid JSON text without the whitespace between its tokens (inside strings it stays). A
+/// filter over the bytes, not a parser: the text was parsed already.
+fn without_whitespace(json: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(json.len());
+    let (mut in_string, mut escaped) = (false, false);
+    for &b in json {
+        if in_string {
+            out.push(b);
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+        } else if !matches!(b, b' ' | b'\t' | b'\n' | b'\r') {
+            in_string = b == b'"';
+            out.push(b);
+        }
+    }
+    out
+}
+
+/// The CloudEvent attributes of a bare CDEvent, from its context.
+fn bare_attributes(id: &str, source: &str, ty: &str, ctx: &Value) -> Map<String, Value> {
     let mut attributes = Map::new();
     attributes.insert("specversion".into(), json!("1.0"));
     attributes.insert("id".into(), json!(id));
@@ -144,16 +215,46 @@ fn bare_cdevent(body: &[u8]) -> Result<Inbound, InboundError> {
     if let Some(t) = ctx.get("timestamp").and_then(Value::as_str) {
         attributes.insert("time".into(), json!(t));
     }
-    Ok(Inbound {
-        id,
-        source,
-        ty,
-        attributes,
-        data: v,
-    })
+    attributes
 }
 
 impl Inbound {
+    /// The inbox payload: the data, and the CloudEvent attributes unless they follow from a
+    /// bare CDEvent's context. The id, source and type are the row's own columns. A bare
+    /// CDEvent's data is its request body as it came (valid JSON, since it was parsed).
+    pub fn stored(&self) -> String {
+        let raw = self
+            .raw_data
+            .as_ref()
+            .and_then(|b| String::from_utf8(without_whitespace(b)).ok());
+        match raw {
+            Some(raw) => format!("{{\"data\":{raw}}}"),
+            None => json!({"attributes": self.attributes, "data": self.data}).to_string(),
+        }
+    }
+
+    /// The event of an inbox row: its columns and its payload (either form, see [`Stored`]).
+    pub fn from_stored(
+        source: &str,
+        id: &str,
+        ty: &str,
+        payload: &str,
+    ) -> Result<Inbound, serde_json::Error> {
+        let stored: Stored = serde_json::from_str(payload)?;
+        let attributes = match stored.attributes {
+            Some(a) => a,
+            None => bare_attributes(id, source, ty, &stored.data["context"]),
+        };
+        Ok(Inbound {
+            id: id.to_string(),
+            source: source.to_string(),
+            ty: ty.to_string(),
+            attributes,
+            data: stored.data,
+            raw_data: None,
+        })
+    }
+
     /// Is this a CDEvent of the spec (`dev.cdevents.*`)?
     pub fn is_cdevent(&self) -> bool {
         self.ty.starts_with("dev.cdevents.")

@@ -264,7 +264,7 @@ fn row(ev: &Inbound, client: &str, pending: bool) -> NewInbound {
         event_id: ev.id.clone(),
         event_type: ev.ty.clone(),
         client: client.to_string(),
-        payload: serde_json::to_string(ev).unwrap_or_default(),
+        payload: ev.stored(),
     }
 }
 

@@ -42,7 +42,11 @@ pub fn read_event(text: &str) -> Result<Inbound, String> {
     };
     let mut headers = HeaderMap::new();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(media));
-    let mut events = inbound::decode(&headers, text.as_bytes()).map_err(|e| match e {
+    let mut events = inbound::decode(
+        &headers,
+        &axum::body::Bytes::copy_from_slice(text.as_bytes()),
+    )
+    .map_err(|e| match e {
         InboundError::BadRequest(m) | InboundError::UnsupportedMediaType(m) => m,
     })?;
     events.pop().ok_or_else(|| "no event".to_string())
