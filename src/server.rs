@@ -91,8 +91,13 @@ async fn argocd_backend(
             )?))
         }
         crate::config::ArgoBackend::Kubernetes => {
-            let client = kube::Client::try_default()
+            use crate::argocd::kube_backend::KubeBackend;
+            // The same time limit per request as the REST client (`react.argocd.timeout`):
+            // a request that outlasts it is retried like a 5xx.
+            let config = kube::Config::infer()
                 .await
+                .map_err(|e| RunError::Kube(e.to_string()))?;
+            let client = kube::Client::try_from(KubeBackend::client_config(config, a.timeout.0))
                 .map_err(|e| RunError::Kube(e.to_string()))?;
             let mut namespaces = vec![a.namespace.clone()];
             for p in &policies.policies {
@@ -102,9 +107,7 @@ async fn argocd_backend(
                     }
                 }
             }
-            Ok(Arc::new(crate::argocd::kube_backend::KubeBackend::new(
-                client, namespaces,
-            )))
+            Ok(Arc::new(KubeBackend::new(client, namespaces, a.retries)))
         }
     }
 }

@@ -2,7 +2,9 @@
 //! checks writes against the Application CRD schema and the API server's rules): a sync is
 //! a merge patch of `.operation` with Kubernetes field names and the gateway's user name,
 //! refused while another operation is set; refresh is the annotation; create, patch and a
-//! cascading delete (Argo CD's resources finalizer first) behave as the controller expects.
+//! cascading delete (Argo CD's resources finalizer first) behave as the controller expects;
+//! server errors are retried, a 4xx never is, and a retry whose first attempt landed
+//! unanswered counts as done without acting twice.
 
 mod support;
 
@@ -10,8 +12,9 @@ use argocd_cdevents::argocd::kube_backend::KubeBackend;
 use argocd_cdevents::argocd::step::{Step, SyncStep};
 use argocd_cdevents::argocd::{ArgoCd, ArgoError};
 use argocd_cdevents::react::matcher::AppRef;
+use axum::http::Method;
 use serde_json::json;
-use support::fake_kube::FakeKube;
+use support::fake_kube::{FakeKube, Fault};
 
 fn web() -> serde_json::Value {
     json!({
@@ -27,7 +30,9 @@ fn web() -> serde_json::Value {
 async fn every_step_through_the_kubernetes_api() {
     let fake = FakeKube::start().await;
     fake.apply(web());
-    let backend = KubeBackend::new(fake.client(), vec!["argocd".into()]);
+    let config = KubeBackend::client_config(fake.config(), std::time::Duration::from_secs(10));
+    let client = kube::Client::try_from(config).unwrap_or_else(|e| panic!("{e}"));
+    let backend = KubeBackend::new(client, vec!["argocd".into()], 3);
     let target = AppRef {
         namespace: "argocd".into(),
         name: "web".into(),
@@ -158,5 +163,191 @@ async fn every_step_through_the_kubernetes_api() {
             "get", "rejected", "list", "list", "get", "patch", "get", "patch", "patch", "create",
             "rejected", "get", "patch", "delete"
         ]
+    );
+}
+
+fn sync_step(trigger: &str) -> Step {
+    Step::Sync(SyncStep {
+        revision: Some("abc123".into()),
+        infos: vec![
+            ("cdevents.chainId".into(), "c-1".into()),
+            ("cdevents.triggerId".into(), trigger.into()),
+        ],
+        ..SyncStep::default()
+    })
+}
+
+/// (method, outcome) of every request the double answered since `from`.
+fn answered(fake: &FakeKube, from: usize) -> Vec<(String, &'static str)> {
+    fake.requests()[from..]
+        .iter()
+        .map(|r| (r.method.clone(), r.outcome))
+        .collect()
+}
+
+fn fault(method: Method, code: u16, after_applying: bool) -> Fault {
+    Fault {
+        method,
+        code,
+        after_applying,
+    }
+}
+
+#[tokio::test]
+async fn server_errors_are_retried_and_a_landed_first_attempt_counts_as_done() {
+    let fake = FakeKube::start().await;
+    fake.apply(web());
+    // The client as the gateway builds it (kube-rs's own retry layer off).
+    let config = KubeBackend::client_config(fake.config(), std::time::Duration::from_secs(10));
+    let client = kube::Client::try_from(config).unwrap_or_else(|e| panic!("{e}"));
+    let backend = KubeBackend::new(client, vec!["argocd".into()], 2);
+    let web_ref = AppRef {
+        namespace: "argocd".into(),
+        name: "web".into(),
+    };
+    let pairs = |v: &[(&str, &'static str)]| -> Vec<(String, &'static str)> {
+        v.iter().map(|(m, o)| (m.to_string(), *o)).collect()
+    };
+
+    // A 503 on a read: read again.
+    let from = fake.requests().len();
+    fake.fail_next(fault(Method::GET, 503, false));
+    assert!(backend.get(&web_ref).await.ok().flatten().is_some());
+    assert_eq!(
+        answered(&fake, from),
+        pairs(&[("GET", "fault"), ("GET", "get")])
+    );
+
+    // A sync whose patch landed but whose answer was a 504: the retry reads the Application,
+    // finds its own operation and stops there. One operation, set once.
+    let from = fake.requests().len();
+    fake.fail_next(fault(Method::PATCH, 504, true));
+    backend
+        .execute(&web_ref, &sync_step("t-1"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        answered(&fake, from),
+        pairs(&[
+            ("GET", "get"),
+            ("PATCH", "fault-after-applying"),
+            ("GET", "get")
+        ])
+    );
+    let app = fake.edit(|w| w.get("argocd", "web")).unwrap_or_default();
+    assert_eq!(app["operation"]["info"][1]["value"], "t-1", "{app}");
+
+    // Another sync is still refused (409, never retried), even with our operation pending,
+    // and on a retry after a 500: an operation with other info is not its own.
+    let from = fake.requests().len();
+    fake.fail_next(fault(Method::GET, 500, false));
+    let other = backend.execute(&web_ref, &sync_step("t-2")).await;
+    assert!(
+        matches!(&other, Err(e) if e.is_operation_in_progress()),
+        "{other:?}"
+    );
+    assert_eq!(
+        answered(&fake, from),
+        pairs(&[("GET", "fault"), ("GET", "get")])
+    );
+
+    // The first attempt of a sync landed unanswered and the controller has already run it:
+    // `.operation` is gone and the operation is in `status.operationState`. Its retry (here
+    // after a 500 on the read) finds it there and does not patch again.
+    let t3 = SyncStep {
+        revision: Some("abc123".into()),
+        infos: vec![
+            ("cdevents.chainId".into(), "c-1".into()),
+            ("cdevents.triggerId".into(), "t-3".into()),
+        ],
+        ..SyncStep::default()
+    };
+    fake.edit(|w| {
+        let mut app = w.get("argocd", "web").unwrap_or_default();
+        if let Some(m) = app.as_object_mut() {
+            m.remove("operation");
+        }
+        app["status"]["operationState"] = json!({
+            "operation": argocd_cdevents::argocd::kube_backend::operation(&t3),
+            "phase": "Succeeded",
+        });
+        w.apply(app)
+    });
+    let from = fake.requests().len();
+    fake.fail_next(fault(Method::GET, 500, false));
+    backend
+        .execute(&web_ref, &Step::Sync(t3))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        answered(&fake, from),
+        pairs(&[("GET", "fault"), ("GET", "get")])
+    );
+    // Without a retry, the same finished operation is no reason to skip: a new sync is set.
+    backend
+        .execute(&web_ref, &sync_step("t-3"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let app = fake.edit(|w| w.get("argocd", "web")).unwrap_or_default();
+    assert_eq!(app["operation"]["info"][1]["value"], "t-3", "{app}");
+
+    // A create that landed unanswered: the retry's 409 AlreadyExists counts as done.
+    let mut preview = web();
+    preview["metadata"]["name"] = json!("pr-8");
+    let pr = AppRef {
+        namespace: "argocd".into(),
+        name: "pr-8".into(),
+    };
+    let from = fake.requests().len();
+    fake.fail_next(fault(Method::POST, 500, true));
+    backend
+        .execute(&pr, &Step::Create { app: preview })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        answered(&fake, from),
+        pairs(&[("POST", "fault-after-applying"), ("POST", "rejected")])
+    );
+    assert!(fake.edit(|w| w.get("argocd", "pr-8")).is_some());
+
+    // A delete that landed unanswered: the retry's 404 counts as done.
+    let from = fake.requests().len();
+    fake.fail_next(fault(Method::DELETE, 503, true));
+    let delete = Step::Delete {
+        cascade: false,
+        propagation_policy: "foreground".into(),
+    };
+    backend
+        .execute(&pr, &delete)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        answered(&fake, from),
+        pairs(&[("DELETE", "fault-after-applying"), ("DELETE", "rejected")])
+    );
+    assert!(fake.edit(|w| w.get("argocd", "pr-8")).is_none());
+
+    // A 4xx is never retried: deleting what is not there is one request, refused.
+    let from = fake.requests().len();
+    let missing = backend.execute(&pr, &delete).await;
+    assert!(
+        matches!(missing, Err(ArgoError::Refused { status: 404, .. })),
+        "{missing:?}"
+    );
+    assert_eq!(answered(&fake, from), pairs(&[("DELETE", "rejected")]));
+
+    // Retries run out: 1 + 2 attempts, then the last failure.
+    let from = fake.requests().len();
+    for _ in 0..3 {
+        fake.fail_next(fault(Method::GET, 503, false));
+    }
+    let out = backend.get(&web_ref).await;
+    assert!(
+        matches!(out, Err(ArgoError::Refused { status: 503, .. })),
+        "{out:?}"
+    );
+    assert_eq!(
+        answered(&fake, from),
+        pairs(&[("GET", "fault"), ("GET", "fault"), ("GET", "fault")])
     );
 }

@@ -5,6 +5,12 @@
 //! is the `argocd.argoproj.io/refresh` annotation; a cascading delete adds Argo CD's
 //! resources finalizer first. This path skips Argo CD RBAC and sync windows (see
 //! docs/security.md).
+//!
+//! A step that fails with a 5xx, a timeout or no answer is tried again, whole, after a
+//! backoff ([`super::retryable`], [`super::backoff`]); never after a 4xx. A retried step
+//! that finds its own first attempt landed (the answer was lost) counts as done: the sync
+//! operation set with its own `info`, the Application it creates already there, the one it
+//! deletes already gone.
 
 use super::step::{Step, SyncStep};
 use super::{ArgoCd, ArgoError, USERNAME};
@@ -21,10 +27,12 @@ pub struct KubeBackend {
     resource: ApiResource,
     /// Namespaces listed for selector targets.
     namespaces: Vec<String>,
+    /// Attempts after the first, on a 5xx, a timeout or no answer.
+    retries: u32,
 }
 
 impl KubeBackend {
-    pub fn new(client: kube::Client, namespaces: Vec<String>) -> KubeBackend {
+    pub fn new(client: kube::Client, namespaces: Vec<String>, retries: u32) -> KubeBackend {
         KubeBackend {
             client,
             resource: ApiResource {
@@ -35,7 +43,20 @@ impl KubeBackend {
                 plural: "applications".into(),
             },
             namespaces,
+            retries,
         }
+    }
+
+    /// The client settings of the backend: `timeout` for each read and write of a request,
+    /// and kube-rs's own retry layer off. That layer repeats a request answered 503/504 as
+    /// it was, so a sync patch whose first attempt landed unanswered would be sent again
+    /// with a stale `resourceVersion` (409), and it waits up to minutes; the backend's own
+    /// retry ([`KubeBackend::with_retries`]) reads the Application again instead.
+    pub fn client_config(mut config: kube::Config, timeout: std::time::Duration) -> kube::Config {
+        config.read_timeout = Some(timeout);
+        config.write_timeout = Some(timeout);
+        config.default_retry = false;
+        config
     }
 
     fn api(&self, ns: &str) -> Api<DynamicObject> {
@@ -104,19 +125,53 @@ async fn measured<T>(
 #[async_trait]
 impl ArgoCd for KubeBackend {
     async fn get(&self, app: &AppRef) -> Result<Option<Value>, ArgoError> {
-        measured("get", self.get_app(app)).await
+        self.with_retries("get", |_| self.get_app(app)).await
     }
 
     async fn list(&self, selector: &str, project: Option<&str>) -> Result<Vec<Value>, ArgoError> {
-        measured("list", self.list_apps(selector, project)).await
+        self.with_retries("list", |_| self.list_apps(selector, project))
+            .await
     }
 
     async fn execute(&self, app: &AppRef, step: &Step) -> Result<(), ArgoError> {
-        measured(step.name(), self.run_step(app, step)).await
+        self.with_retries(step.name(), |retried| self.run_step(app, step, retried))
+            .await
     }
 }
 
+/// Does operation object `op` (`.operation`, or `status.operationState.operation`) carry
+/// this sync's `info`, set by the gateway?
+fn is_this_sync(op: &Value, s: &SyncStep) -> bool {
+    let ours = operation(s);
+    op["initiatedBy"]["username"] == USERNAME && op["info"] == ours["info"]
+}
+
 impl KubeBackend {
+    /// `call` until it succeeds, fails for good, or has been tried `1 + retries` times; each
+    /// attempt is counted. `call` is told whether an attempt came before it.
+    async fn with_retries<T, F, Fut>(&self, operation: &str, mut call: F) -> Result<T, ArgoError>
+    where
+        F: FnMut(bool) -> Fut,
+        Fut: std::future::Future<Output = Result<T, ArgoError>>,
+    {
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            let outcome = measured(operation, call(attempt > 1)).await;
+            if !super::retryable(&outcome) || attempt > self.retries {
+                return outcome;
+            }
+            let backoff = super::backoff(attempt);
+            tracing::debug!(
+                operation,
+                attempt,
+                ?backoff,
+                "Kubernetes API call failed; retrying"
+            );
+            tokio::time::sleep(backoff).await;
+        }
+    }
+
     async fn get_app(&self, app: &AppRef) -> Result<Option<Value>, ArgoError> {
         self.api(&app.namespace)
             .get_opt(&app.name)
@@ -147,7 +202,8 @@ impl KubeBackend {
         Ok(out)
     }
 
-    async fn run_step(&self, app: &AppRef, step: &Step) -> Result<(), ArgoError> {
+    /// Carry out `step` once; `retried`: an earlier attempt may have landed unanswered.
+    async fn run_step(&self, app: &AppRef, step: &Step, retried: bool) -> Result<(), ArgoError> {
         let api = self.api(&app.namespace);
         let merge = |v: Value| Patch::Merge(v);
         match step {
@@ -159,6 +215,13 @@ impl KubeBackend {
             Step::Sync(s) => {
                 let current = api.get(&app.name).await.map_err(err)?;
                 let current = to_json(current);
+                if retried
+                    && (is_this_sync(&current["operation"], s)
+                        || is_this_sync(&current["status"]["operationState"]["operation"], s))
+                {
+                    tracing::info!("retried sync found its own operation set; counted as done");
+                    return Ok(());
+                }
                 if !current["operation"].is_null() {
                     return Err(ArgoError::Refused {
                         status: 409,
@@ -188,9 +251,14 @@ impl KubeBackend {
             Step::Create { app: object } => {
                 let obj: DynamicObject = serde_json::from_value(object.clone())
                     .map_err(|e| ArgoError::Setup(format!("application object: {e}")))?;
-                match api.create(&PostParams::default(), &obj).await {
-                    Ok(_) => Ok(()),
-                    Err(e) => Err(err(e)),
+                match api.create(&PostParams::default(), &obj).await.map_err(err) {
+                    Err(ArgoError::Refused { status: 409, .. }) if retried => {
+                        tracing::info!(
+                            "retried create found the Application there; counted as done"
+                        );
+                        Ok(())
+                    }
+                    other => other.map(|_| ()),
                 }
             }
             Step::Delete {
@@ -227,7 +295,15 @@ impl KubeBackend {
                     }),
                     ..DeleteParams::default()
                 };
-                api.delete(&app.name, &dp).await.map(|_| ()).map_err(err)
+                match api.delete(&app.name, &dp).await.map_err(err) {
+                    Err(ArgoError::Refused { status: 404, .. }) if retried => {
+                        tracing::info!(
+                            "retried delete found the Application gone; counted as done"
+                        );
+                        Ok(())
+                    }
+                    other => other.map(|_| ()),
+                }
             }
         }
     }

@@ -25,7 +25,8 @@ pub const USERNAME: &str = "argocd-cdevents";
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ArgoError {
-    /// Argo CD (or the API server) answered with an error status: not retried.
+    /// Argo CD (or the API server) answered with an error status: retried only when it is
+    /// a 5xx ([`retryable`]).
     #[error("Argo CD refused ({status}): {message}")]
     Refused { status: u16, message: String },
     /// No answer, a timeout or 5xx after every retry.
@@ -42,6 +43,21 @@ pub fn result_label<T>(r: &Result<T, ArgoError>) -> &'static str {
         Err(ArgoError::Refused { .. }) => "refused",
         Err(_) => "error",
     }
+}
+
+/// May a failed call be tried again? On a 5xx, a timeout or no answer; never on a 4xx
+/// (a refusal stays a refusal). Both backends retry by this rule.
+pub fn retryable<T>(outcome: &Result<T, ArgoError>) -> bool {
+    match outcome {
+        Err(ArgoError::Refused { status, .. }) => *status >= 500,
+        Err(ArgoError::Unavailable(_)) => true,
+        _ => false,
+    }
+}
+
+/// The wait after failed attempt `attempt` (from 1): 200 ms, doubling, at most 6.4 s.
+pub fn backoff(attempt: u32) -> std::time::Duration {
+    std::time::Duration::from_millis(100u64 << attempt.clamp(1, 6))
 }
 
 impl ArgoError {

@@ -207,11 +207,7 @@ impl RestClient {
                 super::result_label(&outcome),
                 started.elapsed(),
             );
-            let retryable = match &outcome {
-                Err(ArgoError::Refused { status, .. }) => *status >= 500,
-                Err(ArgoError::Unavailable(_)) => true,
-                _ => false,
-            };
+            let retryable = super::retryable(&outcome);
             if attempt > 1
                 && operation == "sync"
                 && matches!(&outcome, Err(e) if e.is_operation_in_progress())
@@ -224,7 +220,7 @@ impl RestClient {
             if !retryable || attempt > self.retries {
                 return outcome;
             }
-            let backoff = Duration::from_millis(100u64 << attempt.min(6));
+            let backoff = super::backoff(attempt);
             tracing::debug!(
                 operation,
                 attempt,

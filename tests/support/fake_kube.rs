@@ -421,7 +421,8 @@ pub struct Recorded {
     pub query: Vec<(String, String)>,
     /// HTTP status answered (a watch that got a 410 ERROR event is still an HTTP 200).
     pub status: u16,
-    /// `list`, `watch`, `watch-expired`, `get`, `patch`, `create`, `delete` or `rejected`.
+    /// `list`, `watch`, `watch-expired`, `get`, `patch`, `create`, `delete`, `rejected`, or
+    /// `fault` / `fault-after-applying` for an injected [`Fault`].
     pub outcome: &'static str,
     /// The `Content-Type` sent, if any.
     pub content_type: Option<String>,
@@ -444,7 +445,21 @@ impl Recorded {
     }
 }
 
+/// A failure the double answers once, for the next request with its method (see
+/// [`FakeKube::fail_next`]).
+#[derive(Clone, Debug)]
+pub struct Fault {
+    pub method: Method,
+    /// The status of the `Status` answer: 500 `InternalError`, 503 `ServiceUnavailable`,
+    /// 504 `Timeout` (what an API server answers when etcd or a webhook is slow).
+    pub code: u16,
+    /// The request takes effect first and only its answer is the failure: what a client
+    /// sees when the API server committed the write but timed out answering.
+    pub after_applying: bool,
+}
+
 struct Shared {
+    faults: Mutex<std::collections::VecDeque<Fault>>,
     world: Mutex<World>,
     leases: Mutex<leases::Leases>,
     requests: Mutex<Vec<Recorded>>,
@@ -468,6 +483,7 @@ impl FakeKube {
         let (tx, _) = broadcast::channel(1 << 14);
         let fake = FakeKube {
             shared: Arc::new(Shared {
+                faults: Mutex::new(std::collections::VecDeque::new()),
                 world: Mutex::new(World {
                     rv: 0,
                     horizon: 0,
@@ -492,9 +508,12 @@ impl FakeKube {
 
     /// A kube client talking to the double.
     pub fn client(&self) -> kube::Client {
-        let uri = self.url.parse().unwrap_or_else(|e| panic!("{e}"));
-        kube::Client::try_from(kube::Config::new(uri))
-            .unwrap_or_else(|e| panic!("kube client: {e}"))
+        kube::Client::try_from(self.config()).unwrap_or_else(|e| panic!("kube client: {e}"))
+    }
+
+    /// The kube client settings for the double (kube-rs defaults otherwise).
+    pub fn config(&self) -> kube::Config {
+        kube::Config::new(self.url.parse().unwrap_or_else(|e| panic!("{e}")))
     }
 
     fn world(&self) -> std::sync::MutexGuard<'_, World> {
@@ -532,6 +551,21 @@ impl FakeKube {
     }
     pub fn resource_version(&self) -> u64 {
         self.edit(|w| w.resource_version())
+    }
+
+    /// Answer the next request with `fault.method` with `fault.code` (faults queue up, each
+    /// used once, in order). Only server errors: the double's 4xx answers come from its rules.
+    pub fn fail_next(&self, fault: Fault) {
+        assert!(
+            fault.code >= 500,
+            "a fault is a server error, not {}",
+            fault.code
+        );
+        self.shared
+            .faults
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push_back(fault);
     }
 
     pub fn requests(&self) -> Vec<Recorded> {
@@ -581,6 +615,16 @@ fn status(code: StatusCode, reason: &str, message: impl Into<String>) -> Respons
         .into_response()
 }
 
+/// The `Status` answer of an injected [`Fault`].
+fn fault_answer(code: u16) -> Response {
+    let (code, reason) = match code {
+        503 => (StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable"),
+        504 => (StatusCode::GATEWAY_TIMEOUT, "Timeout"),
+        _ => (StatusCode::INTERNAL_SERVER_ERROR, "InternalError"),
+    };
+    status(code, reason, "injected by the test")
+}
+
 fn status_body(code: u16, reason: &str, message: &str) -> Value {
     json!({
         "kind": "Status",
@@ -625,7 +669,15 @@ async fn handle(State(fake): State<FakeKube>, req: Request) -> Response {
         media_type: media_type(content_type.as_deref().unwrap_or_default()),
         body: &bytes,
     };
+    let fault = {
+        let mut faults = fake.shared.faults.lock().unwrap_or_else(|p| p.into_inner());
+        let at = faults.iter().position(|f| f.method == method);
+        at.and_then(|i| faults.remove(i))
+    };
     let (response, outcome) = match (object_path(&path), collection(&path)) {
+        _ if let Some(f) = fault.as_ref().filter(|f| !f.after_applying) => {
+            (fault_answer(f.code), "fault")
+        }
         _ if path.starts_with(leases::PREFIX) && leases::lease_path(&path).is_some() => {
             let (ns, name) = leases::lease_path(&path).unwrap_or_default();
             let response = fake
@@ -647,7 +699,12 @@ async fn handle(State(fake): State<FakeKube>, req: Request) -> Response {
         (None, Some(Some(ns))) if method == Method::POST => create(&fake, &write, &ns),
         _ => serve(&fake, &method, &path, &query),
     };
-    let outcome = if response.status().is_success() {
+    // A fault after applying: the write took effect, the client sees only the failure.
+    let (response, outcome) = match &fault {
+        Some(f) if f.after_applying => (fault_answer(f.code), "fault-after-applying"),
+        _ => (response, outcome),
+    };
+    let outcome = if response.status().is_success() || outcome.starts_with("fault") {
         outcome
     } else {
         "rejected"
