@@ -135,7 +135,7 @@ pub mod metrics {
         let argocd_requests = Family::<Labels, Counter>::default();
         registry.register(
             "argocd_requests",
-            "Calls to Argo CD, by operation and result (success, refused, error)",
+            "Calls to Argo CD, by operation and result (success, not_found, refused, error)",
             argocd_requests.clone(),
         );
         let argocd_duration = Family::<Labels, Histogram>::new_with_constructor(

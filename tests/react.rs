@@ -1665,3 +1665,53 @@ async fn a_rotated_token_file_takes_effect_without_a_restart_and_a_bad_one_keeps
     // The env-var clients never changed.
     assert_eq!(send(CI_TOKEN, "1.3.3"), 202);
 }
+
+/// A target that does not exist is a skip that says so, and its read is counted as
+/// `not_found`, not as a refusal by Argo CD (which answers 403 `permission denied` for it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_target_is_skipped_and_counted_as_not_found() {
+    let w = world(
+        vec![app(
+            "web",
+            &["ghcr.io/acme/web:1.0.0"],
+            &[(1, "main")],
+            false,
+            "Healthy",
+        )],
+        "name: ghost\non: {types: [dev.cdevents.artifact.packaged]}\ntarget: {application: '\"ghost\"'}\naction: {refresh: {}}\n",
+    )
+    .await;
+    let (status, _) = w.python(
+        "binary",
+        &artifact_packaged("1.1.0"),
+        &["--token", CI_TOKEN],
+    );
+    assert_eq!(status, 202);
+    let d = w.wait_decisions(1).await;
+    assert_eq!(d[0]["outcome"], "skipped", "{d:?}");
+    assert!(
+        d[0]["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("application argocd/ghost not found"),
+        "{d:?}"
+    );
+    let m = metrics(&w.url).await;
+    assert_eq!(
+        series(
+            &m,
+            r#"argocd_cdevents_argocd_requests_total{operation="get",result="not_found"}"#
+        ),
+        1.0,
+        "{m}"
+    );
+    assert_eq!(
+        series(
+            &m,
+            r#"argocd_cdevents_argocd_requests_total{operation="get",result="refused"}"#
+        ),
+        0.0,
+        "{m}"
+    );
+    assert!(w.writes().is_empty(), "{:?}", w.writes());
+}

@@ -107,35 +107,38 @@ pub fn operation(s: &SyncStep) -> Value {
     })
 }
 
-/// Count and time a call, as the REST client does (`argocd_requests_total`).
+/// Count and time a call, as the REST client does (`argocd_requests_total`), its result
+/// labelled by `label`.
 async fn measured<T>(
     operation: &str,
+    label: fn(&Result<T, ArgoError>) -> &'static str,
     call: impl std::future::Future<Output = Result<T, ArgoError>>,
 ) -> Result<T, ArgoError> {
     let started = std::time::Instant::now();
     let out = call.await;
-    crate::telemetry::metrics::argocd_request(
-        operation,
-        super::result_label(&out),
-        started.elapsed(),
-    );
+    crate::telemetry::metrics::argocd_request(operation, label(&out), started.elapsed());
     out
 }
 
 #[async_trait]
 impl ArgoCd for KubeBackend {
     async fn get(&self, app: &AppRef) -> Result<Option<Value>, ArgoError> {
-        self.with_retries("get", |_| self.get_app(app)).await
+        self.with_retries("get", super::get_label, |_| self.get_app(app))
+            .await
     }
 
     async fn list(&self, selector: &str, project: Option<&str>) -> Result<Vec<Value>, ArgoError> {
-        self.with_retries("list", |_| self.list_apps(selector, project))
-            .await
+        self.with_retries("list", super::result_label, |_| {
+            self.list_apps(selector, project)
+        })
+        .await
     }
 
     async fn execute(&self, app: &AppRef, step: &Step) -> Result<(), ArgoError> {
-        self.with_retries(step.name(), |retried| self.run_step(app, step, retried))
-            .await
+        self.with_retries(step.name(), super::result_label, |retried| {
+            self.run_step(app, step, retried)
+        })
+        .await
     }
 }
 
@@ -149,7 +152,12 @@ fn is_this_sync(op: &Value, s: &SyncStep) -> bool {
 impl KubeBackend {
     /// `call` until it succeeds, fails for good, or has been tried `1 + retries` times; each
     /// attempt is counted. `call` is told whether an attempt came before it.
-    async fn with_retries<T, F, Fut>(&self, operation: &str, mut call: F) -> Result<T, ArgoError>
+    async fn with_retries<T, F, Fut>(
+        &self,
+        operation: &str,
+        label: fn(&Result<T, ArgoError>) -> &'static str,
+        mut call: F,
+    ) -> Result<T, ArgoError>
     where
         F: FnMut(bool) -> Fut,
         Fut: std::future::Future<Output = Result<T, ArgoError>>,
@@ -157,7 +165,7 @@ impl KubeBackend {
         let mut attempt = 0u32;
         loop {
             attempt += 1;
-            let outcome = measured(operation, call(attempt > 1)).await;
+            let outcome = measured(operation, label, call(attempt > 1)).await;
             if !super::retryable(&outcome) || attempt > self.retries {
                 return outcome;
             }

@@ -45,6 +45,15 @@ pub fn result_label<T>(r: &Result<T, ArgoError>) -> &'static str {
     }
 }
 
+/// The `result` label of reading one Application: `not_found` when it does not exist
+/// (the read worked; the target is simply not there).
+pub fn get_label(r: &Result<Option<Value>, ArgoError>) -> &'static str {
+    match r {
+        Ok(None) => "not_found",
+        other => result_label(other),
+    }
+}
+
 /// May a failed call be tried again? On a 5xx, a timeout or no answer; never on a 4xx
 /// (a refusal stays a refusal). Both backends retry by this rule.
 pub fn retryable<T>(outcome: &Result<T, ArgoError>) -> bool {
@@ -61,6 +70,13 @@ pub fn backoff(attempt: u32) -> std::time::Duration {
 }
 
 impl ArgoError {
+    /// The answer to a read of an Application that does not exist: `404`, or the `403`
+    /// `permission denied` Argo CD answers instead, so as not to reveal what exists.
+    pub fn is_absent(&self) -> bool {
+        matches!(self, ArgoError::Refused { status: 404, .. })
+            || matches!(self, ArgoError::Refused { status: 403, message } if message.contains("permission denied"))
+    }
+
     /// Argo CD says an operation is already running.
     pub fn is_operation_in_progress(&self) -> bool {
         matches!(self, ArgoError::Refused { message, .. } if message.contains("another operation is already in progress"))

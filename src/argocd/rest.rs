@@ -204,7 +204,11 @@ impl RestClient {
             };
             crate::telemetry::metrics::argocd_request(
                 operation,
-                super::result_label(&outcome),
+                match &outcome {
+                    // A read of an Application that is not there (see `get`).
+                    Err(e) if operation == "get" && e.is_absent() => "not_found",
+                    other => super::result_label(other),
+                },
                 started.elapsed(),
             );
             let retryable = super::retryable(&outcome);
@@ -260,11 +264,7 @@ impl ArgoCd for RestClient {
         match self.send("get", &req).await {
             Ok(v) => Ok(Some(v)),
             // Without `project`, Argo CD answers 403 for a missing app (it hides existence).
-            Err(ArgoError::Refused { status: 404, .. }) => Ok(None),
-            Err(ArgoError::Refused {
-                status: 403,
-                message,
-            }) if message.contains("permission denied") => Ok(None),
+            Err(e) if e.is_absent() => Ok(None),
             Err(e) => Err(e),
         }
     }
