@@ -162,8 +162,8 @@ async fn on_postgres_the_intake_hands_its_claimed_rows_to_its_engine() {
     let event = packaged("1.2.0");
     let parsed: Arc<inbound::Inbound> = Arc::new(
         inbound::Inbound::from_stored(
-            &event.source,
             &event.event_id,
+            &event.source,
             &event.event_type,
             &event.payload,
         )

@@ -351,7 +351,7 @@ impl Engine {
     async fn readable(&self, rows: Vec<InboxRow>) -> Vec<(i64, Arc<Inbound>)> {
         let mut events = Vec::with_capacity(rows.len());
         for row in rows {
-            match Inbound::from_stored(&row.source, &row.event_id, &row.event_type, &row.payload) {
+            match Inbound::from_stored(&row.event_id, &row.source, &row.event_type, &row.payload) {
                 Ok(e) => events.push((row.seq, Arc::new(e))),
                 Err(e) => {
                     tracing::error!(seq = row.seq, error = %e, "unreadable inbox row; marked done");

@@ -181,10 +181,9 @@ fn bare_cdevent(body: &Bytes) -> Result<Inbound, InboundError> {
     })
 }
 
-/// Valid JSON text without the whitespace between its tokens (inside strings it stays). A
-/// filter over the bytes, not a parser: the text was parsed already.
-fn without_whitespace(json: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(json.len());
+/// Append valid JSON text to `out` without the whitespace between its tokens (inside strings
+/// it stays). A filter over the bytes, not a parser: the text was parsed already.
+fn push_without_whitespace(json: &[u8], out: &mut Vec<u8>) {
     let (mut in_string, mut escaped) = (false, false);
     for &b in json {
         if in_string {
@@ -201,7 +200,6 @@ fn without_whitespace(json: &[u8]) -> Vec<u8> {
             out.push(b);
         }
     }
-    out
 }
 
 /// The CloudEvent attributes of a bare CDEvent, from its context.
@@ -223,20 +221,21 @@ impl Inbound {
     /// bare CDEvent's context. The id, source and type are the row's own columns. A bare
     /// CDEvent's data is its request body as it came (valid JSON, since it was parsed).
     pub fn stored(&self) -> String {
-        let raw = self
-            .raw_data
-            .as_ref()
-            .and_then(|b| String::from_utf8(without_whitespace(b)).ok());
-        match raw {
-            Some(raw) => format!("{{\"data\":{raw}}}"),
-            None => json!({"attributes": self.attributes, "data": self.data}).to_string(),
-        }
+        // One pass over the body into the payload's own buffer.
+        let raw = self.raw_data.as_ref().and_then(|body| {
+            let mut out = Vec::with_capacity(body.len() + 10);
+            out.extend_from_slice(b"{\"data\":");
+            push_without_whitespace(body, &mut out);
+            out.push(b'}');
+            String::from_utf8(out).ok()
+        });
+        raw.unwrap_or_else(|| json!({"attributes": self.attributes, "data": self.data}).to_string())
     }
 
     /// The event of an inbox row: its columns and its payload (either form, see [`Stored`]).
     pub fn from_stored(
-        source: &str,
         id: &str,
+        source: &str,
         ty: &str,
         payload: &str,
     ) -> Result<Inbound, serde_json::Error> {

@@ -611,7 +611,7 @@ fn inbox_payloads_read_back_as_the_event_in_both_forms() {
                 serde_json::to_string(&ev).unwrap_or_else(|e| panic!("{e}")),
             );
             for (form, payload) in [("stored", &new), ("older", &old)] {
-                let back = Inbound::from_stored(&ev.source, &ev.id, &ev.ty, payload)
+                let back = Inbound::from_stored(&ev.id, &ev.source, &ev.ty, payload)
                     .unwrap_or_else(|e| panic!("{mode}, {form} form: {e}"));
                 assert_eq!(back, ev, "{mode}, {form} form");
                 assert_eq!(
@@ -644,7 +644,7 @@ fn inbox_payloads_read_back_as_the_event_in_both_forms() {
     // A row no form fits is an error, not a made-up event.
     for bad in ["", "{}", "{\"attributes\":{}}", "[1]"] {
         assert!(
-            Inbound::from_stored("s", "i", "t", bad).is_err(),
+            Inbound::from_stored("i", "s", "t", bad).is_err(),
             "payload {bad:?} was read as an event"
         );
     }
