@@ -26,13 +26,18 @@ fn web() -> serde_json::Value {
     })
 }
 
+/// The backend on a client built as the gateway builds it (kube-rs's own retry layer off).
+fn backend(fake: &FakeKube, retries: u32) -> KubeBackend {
+    let config = KubeBackend::client_config(fake.config(), std::time::Duration::from_secs(10));
+    let client = kube::Client::try_from(config).unwrap_or_else(|e| panic!("{e}"));
+    KubeBackend::new(client, vec!["argocd".into()], retries)
+}
+
 #[tokio::test]
 async fn every_step_through_the_kubernetes_api() {
     let fake = FakeKube::start().await;
     fake.apply(web());
-    let config = KubeBackend::client_config(fake.config(), std::time::Duration::from_secs(10));
-    let client = kube::Client::try_from(config).unwrap_or_else(|e| panic!("{e}"));
-    let backend = KubeBackend::new(client, vec!["argocd".into()], 3);
+    let backend = backend(&fake, 3);
     let target = AppRef {
         namespace: "argocd".into(),
         name: "web".into(),
@@ -166,15 +171,15 @@ async fn every_step_through_the_kubernetes_api() {
     );
 }
 
-fn sync_step(trigger: &str) -> Step {
-    Step::Sync(SyncStep {
+fn sync_step(trigger: &str) -> SyncStep {
+    SyncStep {
         revision: Some("abc123".into()),
         infos: vec![
             ("cdevents.chainId".into(), "c-1".into()),
             ("cdevents.triggerId".into(), trigger.into()),
         ],
         ..SyncStep::default()
-    })
+    }
 }
 
 /// (method, outcome) of every request the double answered since `from`.
@@ -197,10 +202,7 @@ fn fault(method: Method, code: u16, after_applying: bool) -> Fault {
 async fn server_errors_are_retried_and_a_landed_first_attempt_counts_as_done() {
     let fake = FakeKube::start().await;
     fake.apply(web());
-    // The client as the gateway builds it (kube-rs's own retry layer off).
-    let config = KubeBackend::client_config(fake.config(), std::time::Duration::from_secs(10));
-    let client = kube::Client::try_from(config).unwrap_or_else(|e| panic!("{e}"));
-    let backend = KubeBackend::new(client, vec!["argocd".into()], 2);
+    let backend = backend(&fake, 2);
     let web_ref = AppRef {
         namespace: "argocd".into(),
         name: "web".into(),
@@ -223,7 +225,7 @@ async fn server_errors_are_retried_and_a_landed_first_attempt_counts_as_done() {
     let from = fake.requests().len();
     fake.fail_next(fault(Method::PATCH, 504, true));
     backend
-        .execute(&web_ref, &sync_step("t-1"))
+        .execute(&web_ref, &Step::Sync(sync_step("t-1")))
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
@@ -241,7 +243,9 @@ async fn server_errors_are_retried_and_a_landed_first_attempt_counts_as_done() {
     // and on a retry after a 500: an operation with other info is not its own.
     let from = fake.requests().len();
     fake.fail_next(fault(Method::GET, 500, false));
-    let other = backend.execute(&web_ref, &sync_step("t-2")).await;
+    let other = backend
+        .execute(&web_ref, &Step::Sync(sync_step("t-2")))
+        .await;
     assert!(
         matches!(&other, Err(e) if e.is_operation_in_progress()),
         "{other:?}"
@@ -254,14 +258,7 @@ async fn server_errors_are_retried_and_a_landed_first_attempt_counts_as_done() {
     // The first attempt of a sync landed unanswered and the controller has already run it:
     // `.operation` is gone and the operation is in `status.operationState`. Its retry (here
     // after a 500 on the read) finds it there and does not patch again.
-    let t3 = SyncStep {
-        revision: Some("abc123".into()),
-        infos: vec![
-            ("cdevents.chainId".into(), "c-1".into()),
-            ("cdevents.triggerId".into(), "t-3".into()),
-        ],
-        ..SyncStep::default()
-    };
+    let t3 = sync_step("t-3");
     fake.edit(|w| {
         let mut app = w.get("argocd", "web").unwrap_or_default();
         if let Some(m) = app.as_object_mut() {
@@ -285,7 +282,7 @@ async fn server_errors_are_retried_and_a_landed_first_attempt_counts_as_done() {
     );
     // Without a retry, the same finished operation is no reason to skip: a new sync is set.
     backend
-        .execute(&web_ref, &sync_step("t-3"))
+        .execute(&web_ref, &Step::Sync(sync_step("t-3")))
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     let app = fake.edit(|w| w.get("argocd", "web")).unwrap_or_default();

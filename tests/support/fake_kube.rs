@@ -554,11 +554,12 @@ impl FakeKube {
     }
 
     /// Answer the next request with `fault.method` with `fault.code` (faults queue up, each
-    /// used once, in order). Only server errors: the double's 4xx answers come from its rules.
+    /// used once, in order). Only the server errors [`Fault::code`] names: the double's 4xx
+    /// answers come from its rules.
     pub fn fail_next(&self, fault: Fault) {
         assert!(
-            fault.code >= 500,
-            "a fault is a server error, not {}",
+            matches!(fault.code, 500 | 503 | 504),
+            "a fault is 500, 503 or 504, not {}",
             fault.code
         );
         self.shared
