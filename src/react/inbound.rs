@@ -8,42 +8,32 @@ use super::schema::{SchemaError, Schemas};
 use axum::body::Bytes;
 use axum::http::HeaderMap;
 use cloudevents::event::{AttributesReader, Data};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{Map, Value, json};
+use std::borrow::Cow;
 
 /// One received event. Its inbox row holds [`Inbound::stored`]; rows written before that
-/// form hold this struct serialised whole, and both read back with [`Inbound::from_stored`].
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// form hold the event serialised whole, and both read back with [`Inbound::from_stored`].
+#[derive(Debug, Clone)]
 pub struct Inbound {
     pub id: String,
     pub source: String,
-    #[serde(rename = "type")]
     pub ty: String,
-    /// Every CloudEvent attribute and extension (strings), for CEL as `ce`.
-    pub attributes: Map<String, Value>,
+    /// Every CloudEvent attribute and extension (strings), for CEL as `ce`; `None` for a
+    /// bare CDEvent, whose attributes follow from its context ([`Inbound::attributes`]).
+    attributes: Option<Map<String, Value>>,
     /// The CDEvent, or the CloudEvent's data for other events.
     pub data: Value,
     /// The request body of a bare CDEvent, which is exactly `data` as JSON text: stored as
     /// it came instead of serialised again. Not part of the event (equality ignores it).
-    #[serde(skip)]
-    pub raw_data: Option<Bytes>,
+    raw_data: Option<Bytes>,
 }
 
 impl PartialEq for Inbound {
     fn eq(&self, other: &Self) -> bool {
-        (
-            &self.id,
-            &self.source,
-            &self.ty,
-            &self.attributes,
-            &self.data,
-        ) == (
-            &other.id,
-            &other.source,
-            &other.ty,
-            &other.attributes,
-            &other.data,
-        )
+        (&self.id, &self.source, &self.ty, &self.data)
+            == (&other.id, &other.source, &other.ty, &other.data)
+            && self.attributes() == other.attributes()
     }
 }
 
@@ -148,7 +138,7 @@ fn from_event(ev: cloudevents::Event) -> Result<Inbound, InboundError> {
         id: ev.id().to_string(),
         source: ev.source().to_string(),
         ty: ev.ty().to_string(),
-        attributes,
+        attributes: Some(attributes),
         data,
         raw_data: None,
     })
@@ -170,34 +160,48 @@ fn bare_cdevent(body: &Bytes) -> Result<Inbound, InboundError> {
             .ok_or_else(|| bad(format!("context.{k}: missing or not a non-empty string")))
     };
     let (id, source, ty) = (field("id")?, field("source")?, field("type")?);
-    let attributes = bare_attributes(&id, &source, &ty, ctx);
     Ok(Inbound {
         id,
         source,
         ty,
-        attributes,
+        attributes: None,
         data: v,
         raw_data: Some(body.clone()),
     })
 }
 
 /// Append valid JSON text to `out` without the whitespace between its tokens (inside strings
-/// it stays). A filter over the bytes, not a parser: the text was parsed already.
-fn push_without_whitespace(json: &[u8], out: &mut Vec<u8>) {
-    let (mut in_string, mut escaped) = (false, false);
-    for &b in json {
-        if in_string {
-            out.push(b);
-            if escaped {
-                escaped = false;
-            } else if b == b'\\' {
-                escaped = true;
-            } else if b == b'"' {
-                in_string = false;
+/// it stays). A filter over the bytes, not a parser: the text was parsed already. A string's
+/// contents, most of an event, are copied in runs up to its next quote or backslash.
+pub(super) fn push_without_whitespace(json: &[u8], out: &mut Vec<u8>) {
+    let mut rest = json;
+    while let Some((&b, after)) = rest.split_first() {
+        rest = after;
+        if matches!(b, b' ' | b'\t' | b'\n' | b'\r') {
+            continue;
+        }
+        out.push(b);
+        if b != b'"' {
+            continue;
+        }
+        // Inside a string: copy up to its closing quote, escapes included.
+        loop {
+            let Some(i) = memchr::memchr2(b'"', b'\\', rest) else {
+                // Not valid JSON after all: keep the rest as it is.
+                out.extend_from_slice(rest);
+                return;
+            };
+            let escape = rest[i] == b'\\';
+            let end = if escape {
+                (i + 2).min(rest.len())
+            } else {
+                i + 1
+            };
+            out.extend_from_slice(&rest[..end]);
+            rest = &rest[end..];
+            if !escape {
+                break;
             }
-        } else if !matches!(b, b' ' | b'\t' | b'\n' | b'\r') {
-            in_string = b == b'"';
-            out.push(b);
         }
     }
 }
@@ -229,7 +233,24 @@ impl Inbound {
             out.push(b'}');
             String::from_utf8(out).ok()
         });
-        raw.unwrap_or_else(|| json!({"attributes": self.attributes, "data": self.data}).to_string())
+        raw.unwrap_or_else(|| match &self.attributes {
+            Some(attributes) => json!({"attributes": attributes, "data": self.data}).to_string(),
+            None => json!({"data": self.data}).to_string(),
+        })
+    }
+
+    /// The CloudEvent attributes and extensions: as received, or for a bare CDEvent those
+    /// that follow from its context.
+    pub fn attributes(&self) -> Cow<'_, Map<String, Value>> {
+        match &self.attributes {
+            Some(a) => Cow::Borrowed(a),
+            None => Cow::Owned(bare_attributes(
+                &self.id,
+                &self.source,
+                &self.ty,
+                &self.data["context"],
+            )),
+        }
     }
 
     /// The event of an inbox row: its columns and its payload (either form, see [`Stored`]).
@@ -240,15 +261,11 @@ impl Inbound {
         payload: &str,
     ) -> Result<Inbound, serde_json::Error> {
         let stored: Stored = serde_json::from_str(payload)?;
-        let attributes = match stored.attributes {
-            Some(a) => a,
-            None => bare_attributes(id, source, ty, &stored.data["context"]),
-        };
         Ok(Inbound {
             id: id.to_string(),
             source: source.to_string(),
             ty: ty.to_string(),
-            attributes,
+            attributes: stored.attributes,
             data: stored.data,
             raw_data: None,
         })
@@ -261,7 +278,7 @@ impl Inbound {
 
     /// The CloudEvent attributes as a JSON object (CEL's `ce`).
     pub fn ce(&self) -> Value {
-        Value::Object(self.attributes.clone())
+        Value::Object(self.attributes().into_owned())
     }
 
     /// The chain this event belongs to: the CDEvent's `context.chainId`, or the
@@ -269,7 +286,12 @@ impl Inbound {
     pub fn chain_id(&self) -> Option<&str> {
         self.data["context"]["chainId"]
             .as_str()
-            .or_else(|| self.attributes.get("chainid").and_then(Value::as_str))
+            .or_else(|| {
+                self.attributes
+                    .as_ref()
+                    .and_then(|a| a.get("chainid"))
+                    .and_then(Value::as_str)
+            })
             .filter(|s| !s.is_empty())
     }
 

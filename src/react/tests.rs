@@ -608,7 +608,10 @@ fn inbox_payloads_read_back_as_the_event_in_both_forms() {
         for ev in events {
             let (new, old) = (
                 ev.stored(),
-                serde_json::to_string(&ev).unwrap_or_else(|e| panic!("{e}")),
+                // The older form: the event serialised whole.
+                json!({"id": ev.id, "source": ev.source, "type": ev.ty, "attributes": ev.ce(),
+                    "data": ev.data})
+                .to_string(),
             );
             for (form, payload) in [("stored", &new), ("older", &old)] {
                 let back = Inbound::from_stored(&ev.id, &ev.source, &ev.ty, payload)
@@ -647,5 +650,49 @@ fn inbox_payloads_read_back_as_the_event_in_both_forms() {
             Inbound::from_stored("i", "s", "t", bad).is_err(),
             "payload {bad:?} was read as an event"
         );
+    }
+}
+
+/// The inbox keeps a bare CDEvent's body without the whitespace between its tokens: every
+/// byte of every string stays, escapes included (a quote or backslash escaped, a string that
+/// ends in an escaped backslash, `\u` escapes), and the result is the same JSON.
+#[test]
+fn whitespace_between_tokens_is_dropped_and_strings_are_kept_whole() {
+    use super::inbound::push_without_whitespace;
+    let table = [
+        ("{}", "{}"),
+        (
+            " { \"a\" : 1 ,\n\t\"b\" : [ 1 , 2 ] }\r\n",
+            r#"{"a":1,"b":[1,2]}"#,
+        ),
+        (
+            r#"{"s": "two  spaces\tand a tab"}"#,
+            r#"{"s":"two  spaces\tand a tab"}"#,
+        ),
+        (
+            r#"{"q": "a \"quoted\"  value" , "n": null}"#,
+            r#"{"q":"a \"quoted\"  value","n":null}"#,
+        ),
+        (
+            r#"{"b": "ends in a backslash \\" , "c": " x "}"#,
+            r#"{"b":"ends in a backslash \\","c":" x "}"#,
+        ),
+        (
+            r#"{"u": "\u0041 \u00e9 \\\" " }"#,
+            r#"{"u":"\u0041 \u00e9 \\\" "}"#,
+        ),
+        (r#"[ "", " ", "\"", "\\\\" ]"#, r#"[""," ","\"","\\\\"]"#),
+        ("{\"k y\": \"é ü\"}", "{\"k y\":\"é ü\"}"),
+    ];
+    for (input, want) in table {
+        let mut out = Vec::new();
+        push_without_whitespace(input.as_bytes(), &mut out);
+        let got = String::from_utf8(out).unwrap_or_else(|e| panic!("{input}: {e}"));
+        assert_eq!(got, want, "{input}");
+        let (a, b): (Value, Value) = (
+            serde_json::from_str(input).unwrap_or_else(|e| panic!("{input}: {e}")),
+            serde_json::from_str(&got).unwrap_or_else(|e| panic!("{got}: {e}")),
+        );
+        assert_eq!(a, b, "{input}");
     }
 }
