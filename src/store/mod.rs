@@ -275,7 +275,7 @@ pub trait Store: Send + Sync + 'static {
 
     /// Commit received events in one transaction (all or nothing), durably. New rows are
     /// inserted already claimed by `claim`: the gateway that received them decides them;
-    /// rows not `pending` are inserted done. Returns, per event, `Some(seq)` for a new row,
+    /// rows not `pending` are inserted done, with no claim. Returns, per event, `Some(seq)` for a new row,
     /// `None` for a duplicate (the same source + id was received before, or earlier in this
     /// batch).
     async fn commit_inbox(

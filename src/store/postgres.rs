@@ -139,7 +139,8 @@ impl PostgresStore {
         let rows = sqlx::query(
             "INSERT INTO inbox (source, event_id, event_type, client, payload, received_at, \
              claimed_by, claimed_until, status, done_at) \
-             SELECT source, event_id, event_type, client, payload, $6, $7, $8, \
+             SELECT source, event_id, event_type, client, payload, $6, \
+                 CASE WHEN pending THEN $7 END, CASE WHEN pending THEN $8::bigint END, \
                  CASE WHEN pending THEN 'pending' ELSE 'done' END, \
                  CASE WHEN pending THEN NULL ELSE $6 END \
              FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \

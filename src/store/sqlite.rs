@@ -502,8 +502,9 @@ impl Store for SqliteStore {
                     .push_bind(&e.client)
                     .push_bind(&e.payload)
                     .push_bind(now_ms)
-                    .push_bind(&claim.owner)
-                    .push_bind(claim.until_ms)
+                    // A row committed done is no one's work: no claim.
+                    .push_bind(e.pending.then_some(&claim.owner))
+                    .push_bind(e.pending.then_some(claim.until_ms))
                     .push_bind(if e.pending { "pending" } else { "done" })
                     .push_bind((!e.pending).then_some(now_ms));
             });
