@@ -64,7 +64,6 @@ pub enum RunError {
 /// The Argo CD backend the react flow acts through.
 async fn argocd_backend(
     cfg: &crate::config::ReactConfig,
-    policies: &crate::react::policy::PolicySet,
     env: &Env,
 ) -> Result<Arc<dyn crate::argocd::ArgoCd>, RunError> {
     let a = &cfg.argocd;
@@ -99,15 +98,7 @@ async fn argocd_backend(
                 .map_err(|e| RunError::Kube(e.to_string()))?;
             let client = kube::Client::try_from(KubeBackend::client_config(config, a.timeout.0))
                 .map_err(|e| RunError::Kube(e.to_string()))?;
-            let mut namespaces = vec![a.namespace.clone()];
-            for p in &policies.policies {
-                for ns in &p.target.namespaces {
-                    if !namespaces.contains(ns) {
-                        namespaces.push(ns.clone());
-                    }
-                }
-            }
-            Ok(Arc::new(KubeBackend::new(client, namespaces, a.retries)))
+            Ok(Arc::new(KubeBackend::new(client, a.retries)))
         }
     }
 }
@@ -332,7 +323,7 @@ pub async fn run(
             let schemas = react::schema::Schemas::get();
             let policies = react::load_policies(&rc.policies)?;
             tracing::info!(policies = policies.len(), dir = %rc.policies.display(), schemas = schemas.len(), "react flow: policies loaded");
-            let argocd = argocd_backend(rc, &policies, &env).await?;
+            let argocd = argocd_backend(rc, &env).await?;
             let handle = PolicyHandle::new(policies);
             let clients = Arc::new(react::auth::Clients::from_config(rc, &|k| env(k))?);
             // One owner id per process for the inbox claims: the intake commits rows claimed

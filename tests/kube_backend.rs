@@ -4,7 +4,8 @@
 //! refused while another operation is set; refresh is the annotation; create, patch and a
 //! cascading delete (Argo CD's resources finalizer first) behave as the controller expects;
 //! server errors are retried, a 4xx never is, and a retry whose first attempt landed
-//! unanswered counts as done without acting twice.
+//! unanswered counts as done without acting twice. Selector targets and the preview sweeper
+//! look in the namespaces the policies loaded at the time allow, reloads included.
 
 mod support;
 
@@ -26,11 +27,15 @@ fn web() -> serde_json::Value {
     })
 }
 
+fn argocd() -> Vec<String> {
+    vec!["argocd".into()]
+}
+
 /// The backend on a client built as the gateway builds it (kube-rs's own retry layer off).
 fn backend(fake: &FakeKube, retries: u32) -> KubeBackend {
     let config = KubeBackend::client_config(fake.config(), std::time::Duration::from_secs(10));
     let client = kube::Client::try_from(config).unwrap_or_else(|e| panic!("{e}"));
-    KubeBackend::new(client, vec!["argocd".into()], retries)
+    KubeBackend::new(client, retries)
 }
 
 #[tokio::test]
@@ -50,13 +55,13 @@ async fn every_step_through_the_kubernetes_api() {
     };
     assert_eq!(backend.get(&missing).await, Ok(None));
     let listed = backend
-        .list("app.kubernetes.io/name=web", Some("default"))
+        .list("app.kubernetes.io/name=web", Some("default"), &argocd())
         .await
         .unwrap_or_default();
     assert_eq!(listed.len(), 1);
     assert!(
         backend
-            .list("app.kubernetes.io/name=web", Some("other"))
+            .list("app.kubernetes.io/name=web", Some("other"), &argocd())
             .await
             .unwrap_or_default()
             .is_empty()
@@ -347,4 +352,95 @@ async fn server_errors_are_retried_and_a_landed_first_attempt_counts_as_done() {
         answered(&fake, from),
         pairs(&[("GET", "fault"), ("GET", "fault"), ("GET", "fault")])
     );
+}
+
+/// An expired preview Application owned by the gateway, in `namespace`.
+fn expired_preview(namespace: &str) -> serde_json::Value {
+    let mut app = web();
+    app["metadata"] = json!({
+        "name": "pr-7", "namespace": namespace,
+        "labels": {"app.kubernetes.io/managed-by": "argocd-cdevents", "cdevents.dev/policy": "preview"},
+        "annotations": {"cdevents.dev/expires-at": "2026-01-01T00:00:00Z"}
+    });
+    app
+}
+
+#[tokio::test]
+async fn a_selector_lists_only_the_namespaces_it_is_given() {
+    let fake = FakeKube::start().await;
+    fake.apply(web());
+    let mut elsewhere = web();
+    elsewhere["metadata"]["namespace"] = json!("team-b");
+    fake.apply(elsewhere);
+    let backend = backend(&fake, 0);
+    let names = |apps: Vec<serde_json::Value>| -> Vec<String> {
+        apps.iter()
+            .map(|a| {
+                format!(
+                    "{}/{}",
+                    a["metadata"]["namespace"].as_str().unwrap_or_default(),
+                    a["metadata"]["name"].as_str().unwrap_or_default()
+                )
+            })
+            .collect()
+    };
+    let only = backend
+        .list("app.kubernetes.io/name=web", None, &argocd())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(names(only), ["argocd/web"]);
+    let both = backend
+        .list(
+            "app.kubernetes.io/name=web",
+            None,
+            &["argocd".into(), "team-b".into()],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(names(both), ["argocd/web", "team-b/web"]);
+}
+
+/// The sweeper looks for expired previews in the namespaces of the policies loaded now: a
+/// policy reloaded to allow another namespace is honoured without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sweeper_follows_the_namespaces_of_reloaded_policies() {
+    use argocd_cdevents::config::{Rate, StoreUrl};
+    use argocd_cdevents::react::{PolicyHandle, engine::Engine, policy::parse_file};
+    let fake = FakeKube::start().await;
+    fake.apply(expired_preview("team-b"));
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let url: StoreUrl = format!("sqlite://{}/s.db", dir.path().display())
+        .parse()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let store = argocd_cdevents::store::open(&url)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let policy = |namespaces: &str| {
+        let text = format!(
+            "name: refresh-web\non: {{types: [dev.cdevents.artifact.packaged]}}\ntarget: {{selector: \"app.kubernetes.io/name=web\", namespaces: {namespaces}}}\naction: {{refresh: {{}}}}\n"
+        );
+        argocd_cdevents::react::policy::PolicySet::new(
+            parse_file("p.yaml", &text).unwrap_or_else(|e| panic!("{e}")),
+        )
+    };
+    let handle = PolicyHandle::new(policy("[argocd]"));
+    let engine = Engine::new(
+        store,
+        std::sync::Arc::new(backend(&fake, 0)),
+        handle.clone(),
+        "argocd".into(),
+        Rate {
+            count: 100,
+            per: std::time::Duration::from_secs(1),
+        },
+    );
+    let now = chrono::Utc::now();
+    assert_eq!(
+        engine.sweep_once(now).await,
+        Ok(0),
+        "team-b is not allowed yet"
+    );
+    assert!(fake.edit(|w| w.get("team-b", "pr-7")).is_some());
+    handle.set(policy("[argocd, team-b]"));
+    assert_eq!(engine.sweep_once(now).await, Ok(1));
 }

@@ -25,14 +25,12 @@ use serde_json::{Value, json};
 pub struct KubeBackend {
     client: kube::Client,
     resource: ApiResource,
-    /// Namespaces listed for selector targets.
-    namespaces: Vec<String>,
     /// Attempts after the first, on a 5xx, a timeout or no answer.
     retries: u32,
 }
 
 impl KubeBackend {
-    pub fn new(client: kube::Client, namespaces: Vec<String>, retries: u32) -> KubeBackend {
+    pub fn new(client: kube::Client, retries: u32) -> KubeBackend {
         KubeBackend {
             client,
             resource: ApiResource {
@@ -42,7 +40,6 @@ impl KubeBackend {
                 kind: "Application".into(),
                 plural: "applications".into(),
             },
-            namespaces,
             retries,
         }
     }
@@ -127,9 +124,15 @@ impl ArgoCd for KubeBackend {
             .await
     }
 
-    async fn list(&self, selector: &str, project: Option<&str>) -> Result<Vec<Value>, ArgoError> {
+    /// One list request per namespace asked for.
+    async fn list(
+        &self,
+        selector: &str,
+        project: Option<&str>,
+        namespaces: &[String],
+    ) -> Result<Vec<Value>, ArgoError> {
         self.with_retries("list", super::result_label, |_| {
-            self.list_apps(selector, project)
+            self.list_apps(selector, project, namespaces)
         })
         .await
     }
@@ -192,9 +195,10 @@ impl KubeBackend {
         &self,
         selector: &str,
         project: Option<&str>,
+        namespaces: &[String],
     ) -> Result<Vec<Value>, ArgoError> {
         let mut out = Vec::new();
-        for ns in &self.namespaces {
+        for ns in namespaces {
             let list = self
                 .api(ns)
                 .list(&ListParams::default().labels(selector))

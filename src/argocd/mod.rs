@@ -88,8 +88,15 @@ impl ArgoError {
 pub trait ArgoCd: Send + Sync + 'static {
     /// One Application as Argo CD returns it; `None` when it does not exist.
     async fn get(&self, app: &AppRef) -> Result<Option<Value>, ArgoError>;
-    /// Applications matching a label selector (and project).
-    async fn list(&self, selector: &str, project: Option<&str>) -> Result<Vec<Value>, ArgoError>;
+    /// Applications matching a label selector (and project) in `namespaces`, the ones the
+    /// loaded policies allow at the time of the call. A backend that lists every namespace
+    /// it can see in one call (the REST API) may return more; callers keep what they allow.
+    async fn list(
+        &self,
+        selector: &str,
+        project: Option<&str>,
+        namespaces: &[String],
+    ) -> Result<Vec<Value>, ArgoError>;
     /// Carry out one step.
     async fn execute(&self, app: &AppRef, step: &step::Step) -> Result<(), ArgoError>;
 }

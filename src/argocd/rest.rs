@@ -269,7 +269,14 @@ impl ArgoCd for RestClient {
         }
     }
 
-    async fn list(&self, selector: &str, project: Option<&str>) -> Result<Vec<Value>, ArgoError> {
+    /// One request for every namespace: Argo CD answers with the Applications of every
+    /// namespace the account may see (the caller filters by `namespaces`).
+    async fn list(
+        &self,
+        selector: &str,
+        project: Option<&str>,
+        _namespaces: &[String],
+    ) -> Result<Vec<Value>, ArgoError> {
         let mut path = format!("/api/v1/applications?selector={}", enc(selector));
         if let Some(p) = project {
             path.push_str(&format!("&projects={}", enc(p)));

@@ -467,13 +467,15 @@ impl Engine {
                 Ok(Aim::App(target)) => jobs.push(job(m.policy, target)),
                 Ok(aim @ Aim::Selector { .. }) => {
                     let Aim::Selector {
-                        selector, project, ..
+                        selector,
+                        project,
+                        namespaces,
                     } = &aim
                     else {
                         continue;
                     };
                     match self
-                        .call(self.argocd.list(selector, project.as_deref()))
+                        .call(self.argocd.list(selector, project.as_deref(), namespaces))
                         .await
                     {
                         Ok(apps) => {
@@ -829,7 +831,12 @@ impl Engine {
     /// One sweep: returns how many Applications were deleted.
     pub async fn sweep_once(&self, now: chrono::DateTime<chrono::Utc>) -> Result<usize, ArgoError> {
         let selector = format!("{}={}", plan::MANAGED_BY_LABEL, plan::MANAGED_BY);
-        let apps = self.call(self.argocd.list(&selector, None)).await?;
+        // Where previews may be: the gateway's namespace and those the policies loaded now
+        // allow.
+        let namespaces = self.policies.get().namespaces(&self.default_namespace);
+        let apps = self
+            .call(self.argocd.list(&selector, None, &namespaces))
+            .await?;
         let mut deleted = 0;
         for app in apps {
             let Some(expires) = app["metadata"]["annotations"][plan::EXPIRES_ANNOTATION]

@@ -665,6 +665,18 @@ pub fn placeholders_in(s: &str) -> Vec<&str> {
 }
 
 impl PolicySet {
+    /// `default` (the gateway's own namespace) and every namespace a policy's target
+    /// allows, each once, in that order.
+    pub fn namespaces(&self, default: &str) -> Vec<String> {
+        let mut out = vec![default.to_string()];
+        for ns in self.policies.iter().flat_map(|p| &p.target.namespaces) {
+            if !out.contains(ns) {
+                out.push(ns.clone());
+            }
+        }
+        out
+    }
+
     pub fn new(policies: Vec<Policy>) -> PolicySet {
         let mut by_type: HashMap<String, Vec<usize>> = HashMap::new();
         let mut globbed = Vec::new();
