@@ -133,6 +133,12 @@ impl Duties {
         // The state as the store has it now (another leader may have moved it on).
         let states = self.store.load_app_states().await?;
         let mut routes = Vec::new();
+        set.spawn(delivery::prune_delivered(
+            self.store.clone(),
+            self.config.delivery.retain_delivered.0,
+            std::time::Duration::from_secs(60),
+            stop.clone(),
+        ));
         for (sink_cfg, sink) in &self.sinks {
             let notify = Arc::new(Notify::new());
             routes.push(Route {

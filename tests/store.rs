@@ -1312,3 +1312,58 @@ async fn a_wrong_postgres_password_is_refused_without_repeating_it() {
     assert_eq!(code.as_deref(), Some("28P01"), "{err:?}");
     assert!(!format!("{err} {err:?}").contains("not-the-password-42"));
 }
+
+/// The gateway's one pruner deletes delivered rows past the retention for every sink at
+/// once — a sink that is no longer configured included — at start, and stops when told.
+#[tokio::test]
+async fn the_pruner_deletes_old_delivered_rows_of_every_sink_at_start() {
+    let (_keep, store) = sqlite().await;
+    let s = store.as_ref();
+    s.commit_emit(
+        &deliveries(&[
+            delivery("web-hook", "a", "old-delivered-1"),
+            delivery("gone-sink", "b", "old-delivered-2"),
+            delivery("web-hook", "c", "old-pending"),
+            delivery("web-hook", "d", "just-delivered"),
+        ]),
+        1_000,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    for id in ["old-delivered-1", "old-delivered-2"] {
+        let seq = seq_of(s, id).await;
+        s.mark_delivered(seq, 1_000).await.ok();
+    }
+    let recent = seq_of(s, "just-delivered").await;
+    s.mark_delivered(recent, argocd_cdevents::delivery::now_ms())
+        .await
+        .ok();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let pruner = tokio::spawn(argocd_cdevents::delivery::prune_delivered(
+        store.clone(),
+        std::time::Duration::from_secs(3_600),
+        std::time::Duration::from_secs(3_600),
+        stop.clone(),
+    ));
+    let left = || async {
+        s.list_outbox(&OutboxFilter::default())
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .into_iter()
+            .map(|r| r.event_id)
+            .collect::<BTreeSet<String>>()
+    };
+    let want = BTreeSet::from(["old-pending", "just-delivered"].map(String::from));
+    for _ in 0..100 {
+        if left().await == want {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(left().await, want);
+    stop.cancel();
+    tokio::time::timeout(std::time::Duration::from_secs(5), pruner)
+        .await
+        .unwrap_or_else(|_| panic!("the pruner did not stop"))
+        .unwrap_or_else(|e| panic!("{e}"));
+}

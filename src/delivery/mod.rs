@@ -4,7 +4,8 @@
 //! holds back the later events of the same app, never those of other apps), POSTs them
 //! concurrently, and records each outcome as decided by [`retry::classify`]. Rows are only
 //! ever marked after the sink answered: a crash mid-delivery means the row is sent again with
-//! the same id. This module must never drop an event silently or decide what to emit.
+//! the same id. One more task deletes delivered rows past `delivery.retainDelivered`, for
+//! all sinks. This module must never drop an event silently or decide what to emit.
 
 pub mod retry;
 pub mod sink;
@@ -42,6 +43,28 @@ impl Route {
     }
 }
 
+/// Delete outbox rows delivered more than `retain` ago, at once and then every `every`,
+/// until `shutdown`: one task for all sinks (and for rows of sinks no longer configured).
+pub async fn prune_delivered(
+    store: Arc<dyn Store>,
+    retain: Duration,
+    every: Duration,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let before = now_ms().saturating_sub(i64::try_from(retain.as_millis()).unwrap_or(i64::MAX));
+        match store.prune_delivered(before).await {
+            Ok(n) if n > 0 => tracing::debug!(rows = n, "pruned delivered outbox rows"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "pruning delivered outbox rows failed"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+    }
+}
+
 /// Run one sink's worker until `shutdown`; in-flight POSTs finish before it returns.
 pub async fn run_sink(
     store: Arc<dyn Store>,
@@ -51,16 +74,8 @@ pub async fn run_sink(
     shutdown: CancellationToken,
 ) {
     let limit = cfg.concurrency as i64;
-    let mut last_prune = 0i64;
     while !shutdown.is_cancelled() {
         let now = now_ms();
-        if now - last_prune > 60_000 {
-            last_prune = now;
-            let before = now - cfg.retain_delivered.0.as_millis() as i64;
-            if let Err(e) = store.prune_delivered(before).await {
-                tracing::warn!(error = %e, "pruning delivered outbox rows failed");
-            }
-        }
         let rows = match store.due_deliveries(sink.name(), now, limit).await {
             Ok(rows) => rows,
             Err(e) => {
