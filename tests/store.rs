@@ -368,17 +368,21 @@ async fn prune_deletes_only_old_delivered_rows(store: Arc<dyn Store>) {
     s.mark_dead(dead, "x", 1_000).await.ok();
     assert_eq!(s.prune_delivered(5_000).await.ok(), Some(1));
     assert_eq!(s.prune_delivered(5_000).await.ok(), Some(0));
-    let left: BTreeSet<String> = s
+    assert_eq!(
+        outbox_ids(s).await,
+        BTreeSet::from(["new-delivered", "old-dead", "old-pending"].map(String::from))
+    );
+}
+
+/// The event ids of every outbox row.
+async fn outbox_ids(store: &dyn Store) -> BTreeSet<String> {
+    store
         .list_outbox(&OutboxFilter::default())
         .await
         .unwrap_or_else(|e| panic!("{e}"))
         .into_iter()
         .map(|r| r.event_id)
-        .collect();
-    assert_eq!(
-        left,
-        BTreeSet::from(["new-delivered", "old-dead", "old-pending"].map(String::from))
-    );
+        .collect()
 }
 
 async fn list_outbox_filters_newest_first_and_counts(store: Arc<dyn Store>) {
@@ -1345,22 +1349,14 @@ async fn the_pruner_deletes_old_delivered_rows_of_every_sink_at_start() {
         std::time::Duration::from_secs(3_600),
         stop.clone(),
     ));
-    let left = || async {
-        s.list_outbox(&OutboxFilter::default())
-            .await
-            .unwrap_or_else(|e| panic!("{e}"))
-            .into_iter()
-            .map(|r| r.event_id)
-            .collect::<BTreeSet<String>>()
-    };
     let want = BTreeSet::from(["old-pending", "just-delivered"].map(String::from));
     for _ in 0..100 {
-        if left().await == want {
+        if outbox_ids(s).await == want {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    assert_eq!(left().await, want);
+    assert_eq!(outbox_ids(s).await, want);
     stop.cancel();
     tokio::time::timeout(std::time::Duration::from_secs(5), pruner)
         .await
