@@ -5,8 +5,7 @@
 
 mod support;
 
-use argocd_cdevents::argocd::rest::RestClient;
-use argocd_cdevents::config::{Rate, StoreUrl};
+use argocd_cdevents::config::StoreUrl;
 use argocd_cdevents::react::engine::Engine;
 use argocd_cdevents::react::intake::Committer;
 use argocd_cdevents::react::{PolicyHandle, inbound};
@@ -76,23 +75,10 @@ async fn engine(store: Arc<dyn Store>, dir: &std::path::Path) -> (FakeArgoCd, Ar
     std::fs::create_dir_all(&pdir).unwrap_or_else(|e| panic!("{e}"));
     std::fs::write(pdir.join("p.yaml"), DRY_WEB).unwrap_or_else(|e| panic!("{e}"));
     let policies = argocd_cdevents::react::load_policies(&pdir).unwrap_or_else(|e| panic!("{e}"));
-    let client = RestClient::new(
-        fake.url.parse().unwrap_or_else(|e| panic!("{e}")),
-        ARGO_TOKEN.into(),
-        false,
-        Duration::from_secs(5),
-        0,
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
-    let engine = Engine::new(
+    let engine = support::engine::engine(
         store,
-        Arc::new(client),
+        support::engine::rest_client(&fake.url, ARGO_TOKEN),
         PolicyHandle::new(policies),
-        "argocd".into(),
-        Rate {
-            count: 100,
-            per: Duration::from_secs(1),
-        },
     );
     (fake, Arc::new(engine))
 }

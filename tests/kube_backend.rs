@@ -404,17 +404,11 @@ async fn a_selector_lists_only_the_namespaces_it_is_given() {
 /// policy reloaded to allow another namespace is honoured without a restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sweeper_follows_the_namespaces_of_reloaded_policies() {
-    use argocd_cdevents::config::{Rate, StoreUrl};
-    use argocd_cdevents::react::{PolicyHandle, engine::Engine, policy::parse_file};
+    use argocd_cdevents::react::{PolicyHandle, policy::parse_file};
     let fake = FakeKube::start().await;
     fake.apply(expired_preview("team-b"));
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let url: StoreUrl = format!("sqlite://{}/s.db", dir.path().display())
-        .parse()
-        .unwrap_or_else(|e| panic!("{e}"));
-    let store = argocd_cdevents::store::open(&url)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let store = support::engine::sqlite_store(dir.path()).await;
     let policy = |namespaces: &str| {
         let text = format!(
             "name: refresh-web\non: {{types: [dev.cdevents.artifact.packaged]}}\ntarget: {{selector: \"app.kubernetes.io/name=web\", namespaces: {namespaces}}}\naction: {{refresh: {{}}}}\n"
@@ -424,15 +418,10 @@ async fn the_sweeper_follows_the_namespaces_of_reloaded_policies() {
         )
     };
     let handle = PolicyHandle::new(policy("[argocd]"));
-    let engine = Engine::new(
+    let engine = support::engine::engine(
         store,
         std::sync::Arc::new(backend(&fake, 0)),
         handle.clone(),
-        "argocd".into(),
-        Rate {
-            count: 100,
-            per: std::time::Duration::from_secs(1),
-        },
     );
     let now = chrono::Utc::now();
     assert_eq!(

@@ -1533,9 +1533,7 @@ rateLimit: 1/h
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sweeper_deletes_expired_previews_once_and_leaves_the_rest() {
-    use argocd_cdevents::argocd::rest::RestClient;
-    use argocd_cdevents::config::Rate;
-    use argocd_cdevents::react::{PolicyHandle, engine::Engine};
+    use argocd_cdevents::react::PolicyHandle;
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let fake = FakeArgoCd::start(ARGO_TOKEN).await;
     let preview = |name: &str, expires: &str, owned: bool| {
@@ -1551,30 +1549,11 @@ async fn the_sweeper_deletes_expired_previews_once_and_leaves_the_rest() {
     fake.insert(preview("pr-1", "2026-01-01T00:00:00Z", true));
     fake.insert(preview("pr-2", "2999-01-01T00:00:00Z", true));
     fake.insert(preview("not-ours", "2026-01-01T00:00:00Z", false));
-    let store_url: argocd_cdevents::config::StoreUrl =
-        format!("sqlite://{}/s.db", dir.path().display())
-            .parse()
-            .unwrap_or_else(|e| panic!("{e}"));
-    let store = argocd_cdevents::store::open(&store_url)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let client = RestClient::new(
-        fake.url.parse().unwrap_or_else(|e| panic!("{e}")),
-        ARGO_TOKEN.into(),
-        false,
-        Duration::from_secs(5),
-        0,
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
-    let engine = Engine::new(
+    let store = support::engine::sqlite_store(dir.path()).await;
+    let engine = support::engine::engine(
         store.clone(),
-        std::sync::Arc::new(client),
+        support::engine::rest_client(&fake.url, ARGO_TOKEN),
         PolicyHandle::default(),
-        "argocd".into(),
-        Rate {
-            count: 100,
-            per: Duration::from_secs(1),
-        },
     );
     let now = chrono::Utc::now();
     assert_eq!(engine.sweep_once(now).await, Ok(1));

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod certs;
+pub mod engine;
 pub mod fake_argocd;
 pub mod fake_kube;
 pub mod gateway;
