@@ -55,8 +55,12 @@ fn packaged(tag: &str) -> NewInbound {
         axum::http::header::CONTENT_TYPE,
         axum::http::HeaderValue::from_static("application/json"),
     );
-    let mut events =
-        inbound::decode(&headers, &v.to_string().into()).unwrap_or_else(|e| panic!("{e}"));
+    let mut events = inbound::decode(
+        &headers,
+        &v.to_string().into(),
+        argocd_cdevents::react::schema::Schemas::get(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     let ev = events.remove(0);
     NewInbound {
         source: ev.source.clone(),

@@ -929,6 +929,21 @@ async fn hostile_and_malformed_requests_get_the_right_answer_and_nothing_is_acte
             "context.id",
         ),
         row(
+            "bare CDEvent naming its context twice (a second one to smuggle past the schema)",
+            &[json_ct, auth],
+            {
+                let text = String::from_utf8_lossy(&art_bytes).into_owned();
+                text.replacen(
+                    "{",
+                    "{\"context\": {\"id\": \"x\", \"source\": \"/other\", \"type\": \"dev.cdevents.artifact.packaged.0.2.0\"}, ",
+                    1,
+                )
+                .into_bytes()
+            },
+            400,
+            "\"context\" twice in one object",
+        ),
+        row(
             "structured, not JSON",
             &[ce_ct, auth],
             b"][".to_vec(),

@@ -10,7 +10,9 @@ use axum::http::HeaderMap;
 use cloudevents::event::{AttributesReader, Data};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
+use serde_json_borrow::Value as Doc;
 use std::borrow::Cow;
+use std::sync::OnceLock;
 
 /// One received event. Its inbox row holds [`Inbound::stored`]; rows written before that
 /// form hold the event serialised whole, and both read back with [`Inbound::from_stored`].
@@ -22,17 +24,25 @@ pub struct Inbound {
     /// Every CloudEvent attribute and extension (strings), for CEL as `ce`; `None` for a
     /// bare CDEvent, whose attributes follow from its context ([`Inbound::attributes`]).
     attributes: Option<Map<String, Value>>,
-    /// The CDEvent, or the CloudEvent's data for other events.
-    pub data: Value,
+    /// The CDEvent, or the CloudEvent's data for other events ([`Inbound::data`]). A bare
+    /// CDEvent's is parsed from `raw_data` the first time it is read: one that no policy
+    /// wants is validated and stored without ever being built.
+    data: OnceLock<Value>,
     /// The request body of a bare CDEvent, which is exactly `data` as JSON text: stored as
     /// it came instead of serialised again. Not part of the event (equality ignores it).
     raw_data: Option<Bytes>,
+    /// A bare CDEvent's [`Inbound::check`] of its schema and context, reached while its body
+    /// was parsed. Not part of the event (equality ignores it).
+    verdict: Option<Result<(), InboundError>>,
 }
+
+/// The type prefix of the spec's own CDEvents.
+const CDEVENT_PREFIX: &str = "dev.cdevents.";
 
 impl PartialEq for Inbound {
     fn eq(&self, other: &Self) -> bool {
-        (&self.id, &self.source, &self.ty, &self.data)
-            == (&other.id, &other.source, &other.ty, &other.data)
+        (&self.id, &self.source, &self.ty, self.data())
+            == (&other.id, &other.source, &other.ty, other.data())
             && self.attributes() == other.attributes()
     }
 }
@@ -75,7 +85,11 @@ pub fn media_type(headers: &HeaderMap) -> Option<String> {
 }
 
 /// Decode a request body into events; `Err` says what is wrong (415 or 400).
-pub fn decode(headers: &HeaderMap, body: &Bytes) -> Result<Vec<Inbound>, InboundError> {
+pub fn decode(
+    headers: &HeaderMap,
+    body: &Bytes,
+    schemas: &Schemas,
+) -> Result<Vec<Inbound>, InboundError> {
     let media = media_type(headers);
     let binary = headers.contains_key("ce-specversion");
     match media.as_deref() {
@@ -105,7 +119,7 @@ pub fn decode(headers: &HeaderMap, body: &Bytes) -> Result<Vec<Inbound>, Inbound
                 .map_err(|e| bad(format!("invalid binary-mode CloudEvent: {e}")))?;
             Ok(vec![from_event(ev).map_err(|e| bad(e.to_string()))?])
         }
-        Some("application/json") => Ok(vec![bare_cdevent(body)?]),
+        Some("application/json") => Ok(vec![bare_cdevent(body, schemas)?]),
         Some(other) => Err(InboundError::UnsupportedMediaType(format!(
             "content type {other:?} is not accepted; send a CloudEvent (binary mode with ce-* headers, application/cloudevents+json, application/cloudevents-batch+json) or a CDEvent as application/json"
         ))),
@@ -139,35 +153,53 @@ fn from_event(ev: cloudevents::Event) -> Result<Inbound, InboundError> {
         source: ev.source().to_string(),
         ty: ev.ty().to_string(),
         attributes: Some(attributes),
-        data,
+        data: OnceLock::from(data),
         raw_data: None,
+        verdict: None,
     })
 }
 
 /// A CDEvent sent as plain JSON: the CloudEvent is built from its context.
-fn bare_cdevent(body: &Bytes) -> Result<Inbound, InboundError> {
-    let v: Value =
-        serde_json::from_slice(body).map_err(|e| bad(format!("body is not JSON: {e}")))?;
-    let ctx = v
-        .get("context")
+fn bare_cdevent(body: &Bytes, schemas: &Schemas) -> Result<Inbound, InboundError> {
+    let doc = parse_in_place(body)?;
+    let ctx = Some(doc.get("context"))
         .filter(|c| c.is_object())
         .ok_or_else(|| bad("a plain JSON body must be a CDEvent with a context object; for other events use a CloudEvents binding"))?;
     let field = |k: &str| -> Result<String, InboundError> {
         ctx.get(k)
-            .and_then(Value::as_str)
+            .as_str()
             .filter(|s| !s.is_empty())
             .map(str::to_string)
             .ok_or_else(|| bad(format!("context.{k}: missing or not a non-empty string")))
     };
     let (id, source, ty) = (field("id")?, field("source")?, field("type")?);
+    // Judged now, while the body is parsed; reported by `check`, after the client's scope.
+    let verdict = ty
+        .starts_with(CDEVENT_PREFIX)
+        .then(|| check_cdevent(&doc, &id, &source, &ty, schemas));
     Ok(Inbound {
         id,
         source,
         ty,
         attributes: None,
-        data: v,
+        data: OnceLock::new(),
         raw_data: Some(body.clone()),
+        verdict,
     })
+}
+
+/// A bare CDEvent body read in place (its strings borrowed, no `serde_json::Value` built).
+/// A name twice in one object is refused: serde_json, which reads the event for the
+/// policies, keeps the last, and validation would see the first.
+fn parse_in_place(body: &[u8]) -> Result<Doc<'_>, InboundError> {
+    let doc: Doc =
+        serde_json::from_slice(body).map_err(|e| bad(format!("body is not JSON: {e}")))?;
+    if let Some(name) = super::schema::borrowed::duplicate_name(&doc) {
+        return Err(bad(format!(
+            "body has the name {name:?} twice in one object; names must be unique"
+        )));
+    }
+    Ok(doc)
 }
 
 /// Append valid JSON text to `out` without the whitespace between its tokens (inside strings
@@ -234,8 +266,8 @@ impl Inbound {
             String::from_utf8(out).ok()
         });
         raw.unwrap_or_else(|| match &self.attributes {
-            Some(attributes) => json!({"attributes": attributes, "data": self.data}).to_string(),
-            None => json!({"data": self.data}).to_string(),
+            Some(attributes) => json!({"attributes": attributes, "data": self.data()}).to_string(),
+            None => json!({"data": self.data()}).to_string(),
         })
     }
 
@@ -248,7 +280,7 @@ impl Inbound {
                 &self.id,
                 &self.source,
                 &self.ty,
-                &self.data["context"],
+                &self.data()["context"],
             )),
         }
     }
@@ -266,14 +298,27 @@ impl Inbound {
             source: source.to_string(),
             ty: ty.to_string(),
             attributes: stored.attributes,
-            data: stored.data,
+            data: OnceLock::from(stored.data),
             raw_data: None,
+            verdict: None,
+        })
+    }
+
+    /// The CDEvent, or the CloudEvent's data for other events; a bare CDEvent's is parsed
+    /// from its body on the first call.
+    pub fn data(&self) -> &Value {
+        self.data.get_or_init(|| {
+            // The body parsed already (`parse_in_place`), so this cannot fail.
+            self.raw_data
+                .as_ref()
+                .and_then(|body| serde_json::from_slice(body).ok())
+                .unwrap_or_default()
         })
     }
 
     /// Is this a CDEvent of the spec (`dev.cdevents.*`)?
     pub fn is_cdevent(&self) -> bool {
-        self.ty.starts_with("dev.cdevents.")
+        self.ty.starts_with(CDEVENT_PREFIX)
     }
 
     /// The CloudEvent attributes as a JSON object (CEL's `ce`).
@@ -284,7 +329,7 @@ impl Inbound {
     /// The chain this event belongs to: the CDEvent's `context.chainId`, or the
     /// CloudEvent extension `chainid`.
     pub fn chain_id(&self) -> Option<&str> {
-        self.data["context"]["chainId"]
+        self.data()["context"]["chainId"]
             .as_str()
             .or_else(|| {
                 self.attributes
@@ -300,33 +345,16 @@ impl Inbound {
     /// asks for its type.
     pub fn check(&self, schemas: &Schemas, policies: &PolicySet) -> Result<(), InboundError> {
         if self.is_cdevent() {
-            if !self.data.is_object() {
-                return Err(bad(format!(
-                    "event {:?}: type {} is a CDEvent type, but the data is not a CDEvent JSON object",
-                    self.id, self.ty
-                )));
+            match &self.verdict {
+                Some(verdict) => verdict.clone(),
+                None => check_cdevent(
+                    &super::schema::borrowed::view(self.data()),
+                    &self.id,
+                    &self.source,
+                    &self.ty,
+                    schemas,
+                ),
             }
-            schemas.validate(&self.data).map_err(|e| match e {
-                SchemaError::Invalid(m) => {
-                    bad(format!("event {:?}: CDEvent is invalid: {m}", self.id))
-                }
-                other => bad(format!("event {:?}: {other}", self.id)),
-            })?;
-            let ctx = &self.data["context"];
-            for (attr, mine, theirs) in [
-                ("type", self.ty.as_str(), ctx["type"].as_str()),
-                ("id", self.id.as_str(), ctx["id"].as_str()),
-                ("source", self.source.as_str(), ctx["source"].as_str()),
-            ] {
-                if Some(mine) != theirs {
-                    return Err(bad(format!(
-                        "event {:?}: CloudEvent {attr} {mine:?} differs from the CDEvent's context.{attr} {:?}",
-                        self.id,
-                        theirs.unwrap_or_default()
-                    )));
-                }
-            }
-            Ok(())
         } else if policies.wants_type(&self.ty) {
             Ok(())
         } else {
@@ -336,4 +364,37 @@ impl Inbound {
             )))
         }
     }
+}
+
+/// A CDEvent must validate against its schema and agree with its CloudEvent attributes.
+fn check_cdevent(
+    doc: &Doc<'_>,
+    id: &str,
+    source: &str,
+    ty: &str,
+    schemas: &Schemas,
+) -> Result<(), InboundError> {
+    if !doc.is_object() {
+        return Err(bad(format!(
+            "event {id:?}: type {ty} is a CDEvent type, but the data is not a CDEvent JSON object"
+        )));
+    }
+    schemas.validate_doc(doc).map_err(|e| match e {
+        SchemaError::Invalid(m) => bad(format!("event {id:?}: CDEvent is invalid: {m}")),
+        other => bad(format!("event {id:?}: {other}")),
+    })?;
+    let ctx = doc.get("context");
+    for (attr, mine, theirs) in [
+        ("type", ty, ctx.get("type").as_str()),
+        ("id", id, ctx.get("id").as_str()),
+        ("source", source, ctx.get("source").as_str()),
+    ] {
+        if Some(mine) != theirs {
+            return Err(bad(format!(
+                "event {id:?}: CloudEvent {attr} {mine:?} differs from the CDEvent's context.{attr} {:?}",
+                theirs.unwrap_or_default()
+            )));
+        }
+    }
+    Ok(())
 }

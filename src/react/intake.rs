@@ -191,7 +191,7 @@ async fn receive(
     {
         return auth_refusal(e);
     }
-    let events = match inbound::decode(&headers, &bytes) {
+    let events = match inbound::decode(&headers, &bytes, intake.schemas) {
         Ok(evs) => evs,
         Err(InboundError::UnsupportedMediaType(m)) => {
             return refuse(

@@ -124,7 +124,7 @@ pub fn match_event<'p>(set: &'p PolicySet, event: &Inbound, default_ns: &str) ->
     let ce = event.ce();
     let cache = super::cel::Converted::default();
     let vars = Vars {
-        event: &event.data,
+        event: event.data(),
         ce: &ce,
         app: None,
         cache: &cache,

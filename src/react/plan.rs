@@ -88,7 +88,7 @@ pub fn guard(
     let null = Value::Null;
     let cache = super::cel::Converted::default();
     let vars = Vars {
-        event: &event.data,
+        event: event.data(),
         ce: &ce,
         app: Some(app.unwrap_or(&null)),
         cache: &cache,
@@ -112,7 +112,7 @@ pub fn plan(
     let ce = event.ce();
     let cache = super::cel::Converted::default();
     let vars = Vars {
-        event: &event.data,
+        event: event.data(),
         ce: &ce,
         app,
         cache: &cache,
@@ -247,7 +247,7 @@ pub fn plan(
                     .eval_string(vars)
                     .map_err(|m| format!("CEL error in action.updateImage.image: {m}"))?,
                 None => {
-                    let purl = event.data["subject"]["id"].as_str().unwrap_or_default();
+                    let purl = event.data()["subject"]["id"].as_str().unwrap_or_default();
                     image_from_purl(purl).ok_or_else(|| format!("subject.id {purl:?} is not an oci or docker package URL with a tag or digest"))?
                 }
             };

@@ -6,6 +6,10 @@
 
 use jsonschema::{Registry, Validator};
 use serde_json::Value;
+use serde_json_borrow::Value as Doc;
+
+pub mod borrowed;
+use borrowed::Borrowed;
 use std::collections::HashMap;
 use std::sync::OnceLock;
 
@@ -30,8 +34,9 @@ pub enum SchemaError {
 }
 
 pub struct Schemas {
-    /// version folder -> type -> validator (looked up without allocating).
-    by_type: HashMap<&'static str, HashMap<String, Validator>>,
+    /// version folder -> type -> validator (looked up without allocating), for documents
+    /// read in place ([`borrowed`]).
+    by_type: HashMap<&'static str, HashMap<String, Validator<Borrowed>>>,
 }
 
 fn bundled_file(path: &str) -> Option<&'static str> {
@@ -54,7 +59,8 @@ impl Schemas {
     }
 
     fn compile() -> Schemas {
-        let mut by_type: HashMap<&'static str, HashMap<String, Validator>> = HashMap::new();
+        let mut by_type: HashMap<&'static str, HashMap<String, Validator<Borrowed>>> =
+            HashMap::new();
         for version in VERSIONS {
             let parse = |text: &str| serde_json::from_str::<Value>(text).ok();
             let mut resources = Vec::new();
@@ -89,7 +95,7 @@ impl Schemas {
                 else {
                     continue;
                 };
-                match jsonschema::options()
+                match jsonschema::options_for::<Borrowed>()
                     .should_validate_formats(true)
                     .with_registry(&registry)
                     .build(&schema)
@@ -119,11 +125,12 @@ impl Schemas {
     }
 
     /// The bundled version folder for a CDEvent's declared spec version.
-    pub fn version_of(cdevent: &Value) -> Result<&'static str, SchemaError> {
-        let ctx = &cdevent["context"];
-        let declared = ctx["specversion"]
+    fn version_of(cdevent: &Doc<'_>) -> Result<&'static str, SchemaError> {
+        let ctx = cdevent.get("context");
+        let declared = ctx
+            .get("specversion")
             .as_str()
-            .or_else(|| ctx["version"].as_str())
+            .or_else(|| ctx.get("version").as_str())
             .unwrap_or_default();
         match declared {
             "0.4.0" | "0.4.1" => Ok("v0.4.1"),
@@ -135,8 +142,17 @@ impl Schemas {
 
     /// Validate a CDEvent (`dev.cdevents.*`) against the schema of its type and version.
     pub fn validate(&self, cdevent: &Value) -> Result<(), SchemaError> {
+        self.validate_doc(&borrowed::view(cdevent))
+    }
+
+    /// [`Schemas::validate`] for a document read in place (a request body).
+    pub fn validate_doc(&self, cdevent: &Doc<'_>) -> Result<(), SchemaError> {
         let version = Self::version_of(cdevent)?;
-        let ty = cdevent["context"]["type"].as_str().unwrap_or_default();
+        let ty = cdevent
+            .get("context")
+            .get("type")
+            .as_str()
+            .unwrap_or_default();
         let validator = self
             .by_type
             .get(version)

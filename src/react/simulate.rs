@@ -45,6 +45,7 @@ pub fn read_event(text: &str) -> Result<Inbound, String> {
     let mut events = inbound::decode(
         &headers,
         &axum::body::Bytes::copy_from_slice(text.as_bytes()),
+        Schemas::get(),
     )
     .map_err(|e| match e {
         InboundError::BadRequest(m) | InboundError::UnsupportedMediaType(m) => m,

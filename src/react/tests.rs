@@ -602,15 +602,19 @@ fn inbox_payloads_read_back_as_the_event_in_both_forms() {
         ),
     ];
     for (mode, headers, body) in cases {
-        let events =
-            decode(&headers, &Bytes::from(body.clone())).unwrap_or_else(|e| panic!("{mode}: {e}"));
+        let events = decode(
+            &headers,
+            &Bytes::from(body.clone()),
+            super::schema::Schemas::get(),
+        )
+        .unwrap_or_else(|e| panic!("{mode}: {e}"));
         assert!(!events.is_empty(), "{mode}: no event decoded");
         for ev in events {
             let (new, old) = (
                 ev.stored(),
                 // The older form: the event serialised whole.
                 json!({"id": ev.id, "source": ev.source, "type": ev.ty, "attributes": ev.ce(),
-                    "data": ev.data})
+                    "data": ev.data()})
                 .to_string(),
             );
             for (form, payload) in [("stored", &new), ("older", &old)] {
@@ -695,4 +699,94 @@ fn whitespace_between_tokens_is_dropped_and_strings_are_kept_whole() {
         );
         assert_eq!(a, b, "{input}");
     }
+}
+
+/// A bare CDEvent is validated in place from its body; the same event arriving parsed (a
+/// structured CloudEvent) is validated as a `serde_json::Value`. For every example of every
+/// bundled spec version, and for broken copies of each, both get the same verdict, word
+/// for word; and a bare event's data, read later, is its body parsed.
+#[test]
+fn a_bare_cdevent_read_in_place_is_judged_as_the_same_event_parsed() {
+    use super::inbound::decode;
+    use super::schema::{Schemas, VERSIONS};
+    use axum::body::Bytes;
+    use axum::http::{HeaderMap, HeaderValue, header};
+    let schemas = Schemas::get();
+    let none = PolicySet::default();
+    let with_type = |ct: &'static str| {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
+        h
+    };
+    let verdict = |ct: &'static str, body: String| -> Result<Inbound, String> {
+        let evs = decode(&with_type(ct), &Bytes::from(body), schemas).map_err(|e| e.to_string())?;
+        let [ev] = <[Inbound; 1]>::try_from(evs).map_err(|v| format!("{} events", v.len()))?;
+        ev.check(schemas, &none).map_err(|e| e.to_string())?;
+        Ok(ev)
+    };
+    type Break = (&'static str, fn(&mut Value));
+    let breaks: [Break; 5] = [
+        ("as it is", |_| {}),
+        ("subject not an object", |v| v["subject"] = json!(7)),
+        ("an unknown top-level member", |v| {
+            v["extra"] = json!({"a": 1})
+        }),
+        ("timestamp not a date-time", |v| {
+            v["context"]["timestamp"] = json!("yesterday")
+        }),
+        ("subject without its id", |v| {
+            v["subject"].as_object_mut().map(|s| s.remove("id"));
+        }),
+    ];
+    let (mut valid, mut invalid) = (0, 0);
+    for version in VERSIONS {
+        let dir = root()
+            .join("../shared/cdevents")
+            .join(version)
+            .join("examples");
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let p = entry.path();
+            if p.extension().is_none_or(|e| e != "json") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&p).unwrap_or_default();
+            let example: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}"));
+            for (what, brk) in &breaks {
+                let mut cdevent = example.clone();
+                brk(&mut cdevent);
+                let ctx = &cdevent["context"];
+                let structured = json!({
+                    "specversion": "1.0", "id": ctx["id"], "source": ctx["source"],
+                    "type": ctx["type"], "datacontenttype": "application/json", "data": cdevent,
+                });
+                let bare = verdict("application/json", format!("{cdevent:#}"));
+                let parsed = verdict("application/cloudevents+json", structured.to_string());
+                let at = format!("{}, {what}", p.display());
+                match (&bare, &parsed) {
+                    (Ok(b), Ok(s)) => {
+                        assert_eq!(b.data(), &cdevent, "{at}: the bare event's data");
+                        assert_eq!(s.data(), &cdevent, "{at}: the parsed event's data");
+                        valid += 1;
+                    }
+                    (Err(b), Err(s)) => {
+                        assert_eq!(b, s, "{at}: the two verdicts differ");
+                        assert!(b.contains("CDEvent is invalid"), "{at}: {b}");
+                        invalid += 1;
+                    }
+                    _ => panic!(
+                        "{at}: bare {:?}, parsed {:?}",
+                        bare.map(|_| ()),
+                        parsed.map(|_| ())
+                    ),
+                }
+                if *what == "as it is" {
+                    assert!(bare.is_ok(), "{at}: a spec example is refused");
+                }
+            }
+        }
+    }
+    assert!(
+        valid > 130 && invalid > 4 * 130,
+        "{valid} valid, {invalid} invalid"
+    );
 }
