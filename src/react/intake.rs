@@ -22,7 +22,7 @@ use axum::routing::post;
 use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 
 /// Most requests folded into one commit.
 const GROUP_MAX: usize = 512;
@@ -308,15 +308,13 @@ type CommitReply = oneshot::Sender<Result<Vec<Option<i64>>, String>>;
 /// One event to commit: its inbox row, and the event itself for the engine.
 pub type Received = (NewInbound, Arc<Inbound>);
 
-/// Commit one group in one transaction; hand the new events to the engine and free the
-/// `writer` as soon as they are committed, then (once on disk) answer every request of the
-/// group.
+/// Commit one group in one transaction; hand the new events to the engine as soon as they
+/// are committed, then (once on disk) answer every request of the group.
 async fn commit_group(
     store: &dyn Store,
     owner: &str,
     handoff: &mpsc::UnboundedSender<(i64, Arc<Inbound>)>,
     group: Vec<(Vec<Received>, CommitReply)>,
-    writer: OwnedSemaphorePermit,
 ) {
     // Move the rows out (no copy of the payloads), keeping each request's count.
     let mut rows: Vec<NewInbound> = Vec::new();
@@ -338,10 +336,7 @@ async fn commit_group(
     // the disk: a power cut in between may lose an event the engine acted on, which its
     // client (never answered) sends again — the same risk as a decision claim, which is not
     // synced either (see docs/decisions.md).
-    let writer = std::sync::Mutex::new(Some(writer));
     let hand_over = |fresh: &[Option<i64>]| {
-        // The next group may write now, while this one waits for the disk.
-        drop(writer.lock().ok().and_then(|mut w| w.take()));
         if fresh.len() != events.len() {
             return;
         }
@@ -374,12 +369,15 @@ async fn commit_group(
     }
 }
 
-/// Group commit: requests arriving while a group is written are committed together in the
-/// next transaction, so durability costs one fsync and one database round trip per group,
-/// not per request. A group is formed only once a writer is free
-/// ([`Store::parallel_commits`]); while it waits for the disk the next one is written. New
-/// rows are committed claimed by this gateway (`owner`) and the pending ones handed to its
-/// engine.
+/// Group commit: requests arriving while a group is written and synced are committed
+/// together in the next transaction, so durability costs one fsync and one database round
+/// trip per group, not per request. At most [`Store::parallel_commits`] groups are in flight
+/// (SQLite: one), each until it is on disk and answered; only then is the next formed, of
+/// every request that arrived meanwhile. Writing the next group while one waits for the disk
+/// (one more in flight) was measured: twice as many groups of half the size, and each group
+/// costs thread hand-overs (the database thread, the fsync) that outweigh the overlap — fewer
+/// events per second at every load (docs/performance.md). New rows are committed claimed by
+/// this gateway (`owner`) and the pending ones handed to its engine.
 #[derive(Clone)]
 pub struct Committer {
     tx: mpsc::Sender<(Vec<Received>, CommitReply)>,
@@ -394,18 +392,11 @@ impl Committer {
         handoff: mpsc::UnboundedSender<(i64, Arc<Inbound>)>,
     ) -> Committer {
         let (tx, mut rx) = mpsc::channel::<(Vec<Received>, CommitReply)>(4096);
-        let parallel = store.parallel_commits().max(1);
-        let writers = Arc::new(Semaphore::new(parallel));
-        // Groups written and not yet answered: one more than the writers, so that one is
-        // written while the ones before wait for the disk. More would only split the
-        // requests waiting for the next fsync into smaller groups.
-        let in_flight = Arc::new(Semaphore::new(parallel + 1));
+        // Groups written and not yet answered.
+        let in_flight = Arc::new(Semaphore::new(store.parallel_commits().max(1)));
         tokio::spawn(async move {
             while let Some(first) = rx.recv().await {
-                // While earlier groups are written, requests pile up into the next group.
-                let Ok(writer) = writers.clone().acquire_owned().await else {
-                    return;
-                };
+                // While earlier groups are written and synced, requests pile up into the next.
                 let Ok(permit) = in_flight.clone().acquire_owned().await else {
                     return;
                 };
@@ -418,7 +409,7 @@ impl Committer {
                 }
                 let (store, owner, handoff) = (store.clone(), owner.clone(), handoff.clone());
                 tokio::spawn(async move {
-                    commit_group(store.as_ref(), &owner, &handoff, group, writer).await;
+                    commit_group(store.as_ref(), &owner, &handoff, group).await;
                     drop(permit);
                 });
             }

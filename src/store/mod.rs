@@ -335,9 +335,10 @@ pub trait Store: Send + Sync + 'static {
     async fn prune_decisions(&self, before_ms: i64, limit: i64) -> Result<u64, StoreError>;
     /// Whether several gateways may share this store (PostgreSQL: true; SQLite: false).
     fn shared(&self) -> bool;
-    /// How many inbox commits are worth writing at once. SQLite writes on one connection:
-    /// a second commit would only queue behind the first, as a smaller group than it could
-    /// have been. PostgreSQL commits in parallel on its pool.
+    /// How many inbox commits are worth having in flight at once (each from its write until
+    /// it is on disk). SQLite writes on one connection and syncs one WAL: a second commit
+    /// would only queue behind the first, as a smaller group than it could have been.
+    /// PostgreSQL commits in parallel on its pool.
     fn parallel_commits(&self) -> usize {
         1
     }
