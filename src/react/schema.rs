@@ -7,11 +7,11 @@
 use jsonschema::{Registry, Validator};
 use serde_json::Value;
 use serde_json_borrow::Value as Doc;
+use std::collections::HashMap;
+use std::sync::OnceLock;
 
 pub mod borrowed;
 use borrowed::Borrowed;
-use std::collections::HashMap;
-use std::sync::OnceLock;
 
 mod bundled {
     include!(concat!(env!("OUT_DIR"), "/cdevents_schemas.rs"));

@@ -214,17 +214,28 @@ pub fn view(value: &serde_json::Value) -> Doc<'_> {
 
 /// The first name that appears twice in one object of `doc`, if any. serde_json keeps the
 /// last of two equal names and this representation finds the first: a document with one is
-/// refused, so that what is validated is what the policies read.
+/// refused, so that what is validated is what the policies read. Linear in the members: a
+/// body of one wide object (a hostile one, within the body limit) costs no more than its size.
 pub fn duplicate_name<'a>(doc: &'a Doc<'a>) -> Option<&'a str> {
     match doc {
         Doc::Object(members) => {
             let members = members.as_vec();
-            members
-                .iter()
-                .enumerate()
-                .find(|(i, (name, _))| members[..*i].iter().any(|(seen, _)| seen == name))
-                .map(|(_, (name, _))| &**name)
-                .or_else(|| members.iter().find_map(|(_, v)| duplicate_name(v)))
+            // Small objects, most of an event: comparing with the ones before is cheaper
+            // than hashing.
+            let twice = if members.len() <= 16 {
+                members
+                    .iter()
+                    .enumerate()
+                    .find(|(i, (name, _))| members[..*i].iter().any(|(seen, _)| seen == name))
+                    .map(|(_, (name, _))| &**name)
+            } else {
+                let mut seen = std::collections::HashSet::with_capacity(members.len());
+                members
+                    .iter()
+                    .map(|(name, _)| &**name)
+                    .find(|name| !seen.insert(*name))
+            };
+            twice.or_else(|| members.iter().find_map(|(_, v)| duplicate_name(v)))
         }
         Doc::Array(items) => items.iter().find_map(duplicate_name),
         _ => None,
@@ -256,6 +267,21 @@ mod tests {
             (r#"{"id": 1, "\u0069d": 2}"#, Some("id")),
             (r#"{"id": 1, "Id": 2}"#, None),
         ];
+        // Wide objects (past the small-object scan), with and without a repeat.
+        let wide = |extra: &str| {
+            let members: Vec<String> = (0..5_000).map(|i| format!("\"m{i}\": {i}")).collect();
+            format!("{{{}{extra}}}", members.join(", "))
+        };
+        let (plain, repeated, late) = (
+            wide(""),
+            wide(r#", "m17": 0"#),
+            wide(r#", "z": {"q": 1, "q": 2}"#),
+        );
+        let cases = cases.iter().map(|(t, w)| (*t, *w)).chain([
+            (plain.as_str(), None),
+            (repeated.as_str(), Some("m17")),
+            (late.as_str(), Some("q")),
+        ]);
         for (text, want) in cases {
             let doc: Doc = serde_json::from_str(text).unwrap_or_else(|e| panic!("{text}: {e}"));
             assert_eq!(duplicate_name(&doc), want, "{text}");
