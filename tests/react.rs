@@ -235,6 +235,18 @@ impl World {
         p
     }
 
+    /// CI publishes `artifact.packaged` for `version` (Python SDK, binary mode, CI's token):
+    /// accepted, then the first `n` decisions once none is still acting.
+    async fn ci_packages(&self, version: &str, n: usize) -> Vec<Value> {
+        let (status, body) = self.python(
+            "binary",
+            &artifact_packaged(version),
+            &["--token", CI_TOKEN],
+        );
+        assert_eq!(status, 202, "artifact {version}: {body}");
+        self.wait_decisions(n).await
+    }
+
     /// Send with the Python CloudEvents SDK; returns (status, body).
     fn python(&self, mode: &str, event: &Value, auth: &[&str]) -> (u16, Value) {
         let file = self.write_event(&format!("py-{}", uuid::Uuid::new_v4()), event);
@@ -1334,13 +1346,7 @@ async fn dry_run_metrics_and_hot_reload_keep_the_last_good_policies() {
         DRY_WEB,
     )
     .await;
-    let (status, _) = w.python(
-        "binary",
-        &artifact_packaged("1.1.0"),
-        &["--token", CI_TOKEN],
-    );
-    assert_eq!(status, 202);
-    let d = w.wait_decisions(1).await;
+    let d = w.ci_packages("1.1.0", 1).await;
     assert_eq!(d[0]["outcome"], "dry-run", "{d:?}");
     assert!(
         d[0]["reason"]
@@ -1430,13 +1436,7 @@ async fn dry_run_metrics_and_hot_reload_keep_the_last_good_policies() {
         ),
         1.0
     );
-    let (status, _) = w.python(
-        "binary",
-        &artifact_packaged("1.2.0"),
-        &["--token", CI_TOKEN],
-    );
-    assert_eq!(status, 202);
-    let d = w.wait_decisions(2).await;
+    let d = w.ci_packages("1.2.0", 2).await;
     assert_eq!(
         d[0]["outcome"], "dry-run",
         "the old (dry-run) policy still decides: {d:?}"
@@ -1446,13 +1446,7 @@ async fn dry_run_metrics_and_hot_reload_keep_the_last_good_policies() {
     std::fs::write(&pfile, DRY_WEB.replace("dryRun: true", "dryRun: false")).unwrap_or_default();
     w.gw.wait_log("policies reloaded", Duration::from_secs(10))
         .await;
-    let (status, _) = w.python(
-        "binary",
-        &artifact_packaged("1.3.0"),
-        &["--token", CI_TOKEN],
-    );
-    assert_eq!(status, 202);
-    let d = w.wait_decisions(3).await;
+    let d = w.ci_packages("1.3.0", 3).await;
     assert_eq!(d[0]["outcome"], "acted", "{d:?}");
     assert_eq!(w.writes().len(), 2);
     let m = metrics(&w.url).await;
@@ -1529,13 +1523,7 @@ rateLimit: 1/h
     );
 
     // A later event is over the policy's rate for this app.
-    let (status, _) = w.python(
-        "binary",
-        &artifact_packaged("1.4.0"),
-        &["--token", CI_TOKEN],
-    );
-    assert_eq!(status, 202);
-    let d = w.wait_decisions(4).await;
+    let d = w.ci_packages("1.4.0", 4).await;
     assert_eq!(d[0]["outcome"], "skipped", "{d:?}");
     assert!(
         d[0]["reason"]
@@ -1675,13 +1663,7 @@ async fn a_missing_target_is_skipped_and_counted_as_not_found() {
         "name: ghost\non: {types: [dev.cdevents.artifact.packaged]}\ntarget: {application: '\"ghost\"'}\naction: {refresh: {}}\n",
     )
     .await;
-    let (status, _) = w.python(
-        "binary",
-        &artifact_packaged("1.1.0"),
-        &["--token", CI_TOKEN],
-    );
-    assert_eq!(status, 202);
-    let d = w.wait_decisions(1).await;
+    let d = w.ci_packages("1.1.0", 1).await;
     assert_eq!(d[0]["outcome"], "skipped", "{d:?}");
     assert!(
         d[0]["reason"]
