@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 mod react;
+pub mod secret;
 mod values;
 pub use react::*;
 pub use values::*;

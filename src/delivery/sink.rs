@@ -12,7 +12,12 @@ use reqwest::header::{HeaderName, HeaderValue};
 pub enum SinkError {
     #[error("sink {sink}: auth header name {header:?} is invalid")]
     HeaderName { sink: String, header: String },
-    #[error("sink {sink}: auth value from {from} is unset, unreadable or not a valid header value")]
+    #[error("sink {sink}: auth value: {source}")]
+    AuthValue {
+        sink: String,
+        source: crate::config::secret::ReadSecretError,
+    },
+    #[error("sink {sink}: auth value from {from} is not a valid header value")]
     HeaderValue { sink: String, from: String },
 }
 
@@ -40,23 +45,24 @@ impl HttpSink {
                         header: a.header.clone(),
                     }
                 })?;
-                let (value, from) = match (&a.value_env, &a.value_file) {
-                    (Some(var), _) => (env(var), format!("env {var}")),
-                    (None, Some(path)) => (
-                        std::fs::read_to_string(path).ok(),
-                        format!("file {}", path.display()),
-                    ),
-                    (None, None) => (None, "nowhere".into()),
-                };
-                let bad = || SinkError::HeaderValue {
+                let value = crate::config::secret::read(
+                    env,
+                    a.value_env.as_deref(),
+                    a.value_file.as_deref(),
+                )
+                .map_err(|source| SinkError::AuthValue {
                     sink: cfg.name.clone(),
-                    from: from.clone(),
-                };
-                let value = value
-                    .map(|v| v.trim().to_string())
-                    .filter(|v| !v.is_empty())
-                    .ok_or_else(bad)?;
-                let mut value = HeaderValue::from_str(&value).map_err(|_| bad())?;
+                    source,
+                })?;
+                let mut value =
+                    HeaderValue::from_str(&value).map_err(|_| SinkError::HeaderValue {
+                        sink: cfg.name.clone(),
+                        from: match (&a.value_env, &a.value_file) {
+                            (Some(var), _) => format!("env {var}"),
+                            (None, Some(path)) => format!("file {}", path.display()),
+                            (None, None) => "nowhere".into(),
+                        },
+                    })?;
                 value.set_sensitive(true);
                 Some((name, value))
             }
@@ -134,5 +140,70 @@ impl HttpSink {
                 message: e.to_string(),
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sink(auth: &str) -> SinkConfig {
+        serde_saphyr::from_str(&format!(
+            "{{name: audit, url: \"http://127.0.0.1:9/\", auth: {auth}}}"
+        ))
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn error(auth: &str, env: &dyn Fn(&str) -> Option<String>) -> String {
+        match HttpSink::new(&sink(auth), reqwest::Client::new(), env) {
+            Ok(_) => panic!("{auth}: the sink was built"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn an_auth_value_that_cannot_be_used_stops_the_sink_with_the_reason() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let missing = dir.path().join("missing");
+        let env = |name: &str| (name == "TWO_LINES").then(|| "Bearer a\nb".to_string());
+        let cases = [
+            (
+                "{valueEnv: AUDIT_TOKEN}".to_string(),
+                "sink audit: auth value: environment variable AUDIT_TOKEN is not set".to_string(),
+            ),
+            (
+                format!("{{valueFile: \"{}\"}}", missing.display()),
+                format!(
+                    "sink audit: auth value: cannot read secret file {}: No such file or directory (os error 2)",
+                    missing.display()
+                ),
+            ),
+            (
+                "{valueEnv: TWO_LINES}".to_string(),
+                "sink audit: auth value from env TWO_LINES is not a valid header value".to_string(),
+            ),
+        ];
+        for (auth, want) in cases {
+            assert_eq!(error(&auth, &env), want);
+        }
+    }
+
+    #[test]
+    fn an_auth_value_from_a_file_is_trimmed_and_marked_sensitive() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("token");
+        std::fs::write(&path, "Bearer abc\n").unwrap_or_else(|e| panic!("{e}"));
+        let built = HttpSink::new(
+            &sink(&format!("{{valueFile: \"{}\"}}", path.display())),
+            reqwest::Client::new(),
+            &|_| None,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let Some((name, value)) = built.auth else {
+            panic!("no auth header")
+        };
+        assert_eq!(name.as_str(), "authorization");
+        assert_eq!(value.to_str().ok(), Some("Bearer abc"));
+        assert!(value.is_sensitive());
     }
 }

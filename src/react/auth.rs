@@ -179,12 +179,9 @@ fn read_secret(
     var: Option<&String>,
     file: Option<&std::path::PathBuf>,
 ) -> Result<String, String> {
-    let value = match (var, file) {
-        (Some(v), _) => env(v).ok_or_else(|| format!("environment variable {v} is not set"))?,
-        (None, Some(f)) => std::fs::read_to_string(f)
-            .map_err(|e| format!("cannot read secret file {}: {e}", f.display()))?,
-        (None, None) => return Err("no secret configured".into()),
-    };
+    let value =
+        crate::config::secret::read(env, var.map(String::as_str), file.map(|f| f.as_path()))
+            .map_err(|e| e.to_string())?;
     checked(&value)
 }
 
