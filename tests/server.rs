@@ -111,8 +111,35 @@ fn check_accepts_the_shipped_config_and_names_file_and_line_of_a_bad_one() {
 
     let (code, _, stderr) = cli(&["check", "--config", "/nonexistent.yaml"]);
     assert_eq!(code, 2);
-    assert!(
-        stderr.contains("/nonexistent.yaml: cannot read"),
-        "{stderr}"
+    // The reason once: the message already carries its cause's words.
+    assert_eq!(
+        stderr.trim(),
+        "argocd-cdevents: /nonexistent.yaml: cannot read: No such file or directory (os error 2)"
+    );
+}
+
+#[test]
+fn serve_stops_at_start_naming_a_sink_auth_file_it_cannot_read() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let config = dir.path().join("gw.yaml");
+    let token = dir.path().join("missing-token");
+    std::fs::write(
+        &config,
+        format!(
+            "listen: 127.0.0.1:0\nstore: sqlite://{}/gw.db\nsinks:\n  - name: audit\n    url: http://127.0.0.1:9/\n    auth: {{valueFile: \"{}\"}}\n",
+            dir.path().display(),
+            token.display()
+        ),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let (code, _, stderr) = cli(&["serve", "--config", config.to_str().unwrap_or_default()]);
+    assert_eq!(code, 1, "{stderr}");
+    let last = stderr.lines().last().unwrap_or_default();
+    assert_eq!(
+        last,
+        format!(
+            "argocd-cdevents: sink audit: auth value: cannot read secret file {}: No such file or directory (os error 2)",
+            token.display()
+        )
     );
 }

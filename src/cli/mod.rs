@@ -245,9 +245,23 @@ fn with_runtime(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> E
             } else {
                 1
             };
-            fail(code, &format!("{e:#}"))
+            fail(code, &one_line(&e))
         }
     }
+}
+
+/// The error and its causes on one line, each cause once. Our error messages already carry
+/// their cause's words (`cannot read: No such file…`), which `{:#}` would print again.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut line = e.to_string();
+    for cause in e.chain().skip(1) {
+        let text = cause.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+    }
+    line
 }
 
 fn load(args: &ConfigArgs) -> Result<Config, crate::config::ConfigError> {
@@ -523,4 +537,25 @@ async fn decisions(cmd: DecisionsCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::one_line;
+
+    #[test]
+    fn a_cause_is_printed_once_and_only_when_the_message_does_not_carry_it() {
+        let io = || std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+        // A context that says nothing of its cause: the cause follows it.
+        let bare = anyhow::Error::new(io()).context("starting the gateway");
+        assert_eq!(one_line(&bare), "starting the gateway: no such file");
+        // A message that already carries its cause's words: not repeated.
+        let carried = anyhow::Error::new(io()).context("cannot read x: no such file");
+        assert_eq!(one_line(&carried), "cannot read x: no such file");
+        // Three levels, the middle one carrying the innermost.
+        let deep = anyhow::Error::new(io())
+            .context("token: no such file")
+            .context("sink audit");
+        assert_eq!(one_line(&deep), "sink audit: token: no such file");
+    }
 }
