@@ -169,17 +169,9 @@ impl KubeBackend {
         loop {
             attempt += 1;
             let outcome = measured(operation, label, call(attempt > 1)).await;
-            if !super::retryable(&outcome) || attempt > self.retries {
+            if !super::wait_to_retry(&outcome, operation, attempt, self.retries).await {
                 return outcome;
             }
-            let backoff = super::backoff(attempt);
-            tracing::debug!(
-                operation,
-                attempt,
-                ?backoff,
-                "Kubernetes API call failed; retrying"
-            );
-            tokio::time::sleep(backoff).await;
         }
     }
 

@@ -55,8 +55,8 @@ pub fn get_label(r: &Result<Option<Value>, ArgoError>) -> &'static str {
 }
 
 /// May a failed call be tried again? On a 5xx, a timeout or no answer; never on a 4xx
-/// (a refusal stays a refusal). Both backends retry by this rule.
-pub fn retryable<T>(outcome: &Result<T, ArgoError>) -> bool {
+/// (a refusal stays a refusal).
+fn retryable<T>(outcome: &Result<T, ArgoError>) -> bool {
     match outcome {
         Err(ArgoError::Refused { status, .. }) => *status >= 500,
         Err(ArgoError::Unavailable(_)) => true,
@@ -64,9 +64,33 @@ pub fn retryable<T>(outcome: &Result<T, ArgoError>) -> bool {
     }
 }
 
-/// The wait after failed attempt `attempt` (from 1): 200 ms, doubling, at most 6.4 s.
-pub fn backoff(attempt: u32) -> std::time::Duration {
-    std::time::Duration::from_millis(100u64 << attempt.clamp(1, 6))
+/// After attempt `attempt` (from 1) of at most `1 + retries`: when its failure may be tried
+/// again ([`retryable`]) and attempts remain, wait and return true. The wait is the
+/// delivery's backoff: 200 ms doubling to at most 6.4 s, with jitter. Both backends retry by
+/// this rule.
+pub async fn wait_to_retry<T>(
+    outcome: &Result<T, ArgoError>,
+    operation: &str,
+    attempt: u32,
+    retries: u32,
+) -> bool {
+    if !retryable(outcome) || attempt > retries {
+        return false;
+    }
+    let backoff = crate::delivery::retry::backoff(
+        attempt,
+        std::time::Duration::from_millis(200),
+        std::time::Duration::from_millis(6_400),
+        rand::random::<f64>(),
+    );
+    tracing::debug!(
+        operation,
+        attempt,
+        ?backoff,
+        "Argo CD call failed; retrying"
+    );
+    tokio::time::sleep(backoff).await;
+    true
 }
 
 impl ArgoError {

@@ -211,7 +211,6 @@ impl RestClient {
                 },
                 started.elapsed(),
             );
-            let retryable = super::retryable(&outcome);
             if attempt > 1
                 && operation == "sync"
                 && matches!(&outcome, Err(e) if e.is_operation_in_progress())
@@ -221,17 +220,9 @@ impl RestClient {
                 tracing::info!("retried sync found its operation in progress; counted as done");
                 return Ok(Value::Null);
             }
-            if !retryable || attempt > self.retries {
+            if !super::wait_to_retry(&outcome, operation, attempt, self.retries).await {
                 return outcome;
             }
-            let backoff = super::backoff(attempt);
-            tracing::debug!(
-                operation,
-                attempt,
-                ?backoff,
-                "Argo CD call failed; retrying"
-            );
-            tokio::time::sleep(backoff).await;
         }
     }
 }
