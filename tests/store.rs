@@ -27,10 +27,7 @@ enum Keep {
 
 async fn sqlite() -> (Keep, Arc<dyn Store>) {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let url: StoreUrl = format!("sqlite://{}/store.db", dir.path().display())
-        .parse()
-        .unwrap_or_else(|e| panic!("{e}"));
-    let store = store::open(&url).await.unwrap_or_else(|e| panic!("{e}"));
+    let store = support::engine::sqlite_store(dir.path()).await;
     (Keep::Dir(dir), store)
 }
 

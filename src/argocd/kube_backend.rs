@@ -7,7 +7,7 @@
 //! docs/security.md).
 //!
 //! A step that fails with a 5xx, a timeout or no answer is tried again, whole, after a
-//! backoff ([`super::retryable`], [`super::backoff`]); never after a 4xx. A retried step
+//! backoff ([`super::wait_to_retry`]); never after a 4xx. A retried step
 //! that finds its own first attempt landed (the answer was lost) counts as done: the sync
 //! operation set with its own `info`, the Application it creates already there, the one it
 //! deletes already gone.

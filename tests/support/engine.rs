@@ -8,9 +8,9 @@ use argocd_cdevents::store::Store;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// A new SQLite store in `dir`.
+/// A new SQLite store in `dir` (the engine's, and the store contract's).
 pub async fn sqlite_store(dir: &std::path::Path) -> Arc<dyn Store> {
-    let url: StoreUrl = format!("sqlite://{}/engine.db", dir.display())
+    let url: StoreUrl = format!("sqlite://{}/store.db", dir.display())
         .parse()
         .unwrap_or_else(|e| panic!("{e}"));
     argocd_cdevents::store::open(&url)
