@@ -67,8 +67,7 @@ fn packaged(tag: &str) -> NewInbound {
         event_id: ev.id.clone(),
         event_type: ev.ty.clone(),
         client: "ci".into(),
-        payload: ev.stored(),
-        pending: true,
+        payload: Some(ev.stored()),
     }
 }
 
@@ -155,7 +154,7 @@ async fn on_postgres_the_intake_hands_its_claimed_rows_to_its_engine() {
             &event.event_id,
             &event.source,
             &event.event_type,
-            &event.payload,
+            event.payload_column(),
         )
         .unwrap_or_else(|e| panic!("{e}")),
     );

@@ -1691,3 +1691,66 @@ async fn a_missing_target_is_skipped_and_counted_as_not_found() {
     );
     assert!(w.writes().is_empty(), "{:?}", w.writes());
 }
+
+/// The inbox rows as stored: `(event id, status, payload)`, in the order received.
+async fn inbox_rows(store: &str) -> Vec<(String, String, String)> {
+    use sqlx::Connection;
+    let mut db = sqlx::SqliteConnection::connect(&format!("{store}?mode=ro"))
+        .await
+        .unwrap_or_else(|e| panic!("{store}: {e}"));
+    sqlx::query_as("SELECT event_id, status, payload FROM inbox ORDER BY seq")
+        .fetch_all(&mut db)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_no_policy_asks_for_is_stored_done_without_its_payload_and_still_deduplicated() {
+    let w = world(
+        vec![app(
+            "web",
+            &["ghcr.io/acme/web:1.0.0"],
+            &[(1, "main")],
+            false,
+            "Healthy",
+        )],
+        "name: refresh-web\non: {types: [dev.cdevents.artifact.packaged]}\ntarget: {application: '\"web\"'}\naction: {refresh: {}}\n",
+    )
+    .await;
+    // A type the client may send but no policy asks for: accepted, nothing to decide.
+    let change = cdevent("change_created", |v| {
+        v["context"]["source"] = json!("/scm/acme/web");
+    });
+    let (status, body) = w.curl("application/json", &change);
+    assert_eq!(
+        (status, &body),
+        (202, &json!({"accepted": 1, "duplicates": 0}))
+    );
+    let (status, body) = w.curl("application/json", &change);
+    assert_eq!(
+        (status, &body),
+        (202, &json!({"accepted": 0, "duplicates": 1})),
+        "a resend of the stored-done event"
+    );
+    // A wanted one is stored with the event, for the engine.
+    let artifact = artifact_packaged("1.1.0");
+    let (status, body) = w.curl("application/json", &artifact);
+    assert_eq!((status, &body["accepted"]), (202, &json!(1)), "{body}");
+    let d = w.wait_decisions(1).await;
+    assert_eq!(d.len(), 1, "only the wanted event is decided: {d:?}");
+    assert_eq!(d[0]["policy"], "refresh-web", "{d:?}");
+    let rows = inbox_rows(&w.store).await;
+    let id = |v: &Value| v["context"]["id"].as_str().unwrap_or_default().to_string();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert_eq!(
+        (&rows[0].0, rows[0].1.as_str(), rows[0].2.as_str()),
+        (&id(&change), "done", ""),
+        "stored done, no payload"
+    );
+    assert_eq!((&rows[1].0, rows[1].1.as_str()), (&id(&artifact), "done"));
+    let stored: Value = serde_json::from_str(&rows[1].2).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        stored["data"]["subject"]["id"], artifact["subject"]["id"],
+        "the wanted event's payload is the event: {stored}"
+    );
+}

@@ -108,8 +108,7 @@ fn inbound(source: &str, id: &str) -> NewInbound {
         event_id: id.into(),
         event_type: "dev.cdevents.artifact.published.0.2.0".into(),
         client: "ci".into(),
-        payload: format!("{{\"id\":\"{id}\"}}"),
-        pending: true,
+        payload: Some(format!("{{\"id\":\"{id}\"}}")),
     }
 }
 
@@ -606,7 +605,7 @@ async fn old_received_events_are_pruned_once_decided_oldest_first(store: Arc<dyn
     let s = store.as_ref();
     let owner = claim("gw-1", 60_000);
     let done = |id: &str| NewInbound {
-        pending: false,
+        payload: None,
         ..inbound("/ci", id)
     };
     let commit = |rows: Vec<NewInbound>, at: i64| {
@@ -735,7 +734,7 @@ async fn events_nothing_asks_for_are_stored_done_and_still_deduplicated(store: A
     let s = store.as_ref();
     let gone = claim("long-gone", 2);
     let quiet = NewInbound {
-        pending: false,
+        payload: None,
         ..inbound("/ci", "quiet")
     };
     let fresh = s
@@ -1095,7 +1094,7 @@ async fn the_sqlite_wal_starts_over_under_continuous_writes() {
     for b in 0..batches {
         let events: Vec<NewInbound> = (0..rows)
             .map(|i| NewInbound {
-                payload: payload.clone(),
+                payload: Some(payload.clone()),
                 ..inbound("/ci", &format!("{b}-{i}"))
             })
             .collect();

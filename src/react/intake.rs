@@ -273,14 +273,15 @@ fn accepted_response(accepted: usize, duplicates: usize) -> Response {
         .into_response()
 }
 
+/// The inbox row of `ev`; it carries the event only if it is `pending` (some policy asks for
+/// its type): nothing reads the payload of a row stored done.
 fn row(ev: &Inbound, client: &str, pending: bool) -> NewInbound {
     NewInbound {
-        pending,
         source: ev.source.clone(),
         event_id: ev.id.clone(),
         event_type: ev.ty.clone(),
         client: client.to_string(),
-        payload: ev.stored(),
+        payload: pending.then(|| ev.stored()),
     }
 }
 
@@ -323,7 +324,7 @@ async fn commit_group(
     for (received, reply) in group {
         replies.push((received.len(), reply));
         for (row, event) in received {
-            events.push(row.pending.then_some(event));
+            events.push(row.pending().then_some(event));
             rows.push(row);
         }
     }

@@ -141,11 +141,23 @@ pub struct NewInbound {
     pub event_id: String,
     pub event_type: String,
     pub client: String,
-    /// The event as JSON (`react::inbound::Inbound`).
-    pub payload: String,
-    /// `false`: no policy asked for the event's type when it arrived, so there is nothing
-    /// to decide; the row is stored done (kept for deduplication and the record).
-    pub pending: bool,
+    /// `Some`: the event as JSON (`react::inbound::Inbound`), to be decided; the row is
+    /// pending. `None`: no policy asked for the event's type when it arrived, so there is
+    /// nothing to decide; the row is stored done, its payload empty (nothing reads it), and
+    /// its columns keep the event for deduplication and the record.
+    pub payload: Option<String>,
+}
+
+impl NewInbound {
+    /// The row waits for the engine (it carries the event to decide).
+    pub fn pending(&self) -> bool {
+        self.payload.is_some()
+    }
+
+    /// The `payload` column: the event, or empty for a row stored done.
+    pub fn payload_column(&self) -> &str {
+        self.payload.as_deref().unwrap_or_default()
+    }
 }
 
 /// One inbox row.

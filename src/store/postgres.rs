@@ -153,11 +153,11 @@ impl PostgresStore {
         .bind(column(|e| &e.event_id))
         .bind(column(|e| &e.event_type))
         .bind(column(|e| &e.client))
-        .bind(column(|e| &e.payload))
+        .bind(column(NewInbound::payload_column))
         .bind(now_ms)
         .bind(&claim.owner)
         .bind(claim.until_ms)
-        .bind(events.iter().map(|e| e.pending).collect::<Vec<bool>>())
+        .bind(events.iter().map(|e| e.pending()).collect::<Vec<bool>>())
         .fetch_all(&self.pool)
         .await?;
         Ok(rows

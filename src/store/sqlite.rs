@@ -500,13 +500,13 @@ impl Store for SqliteStore {
                     .push_bind(&e.event_id)
                     .push_bind(&e.event_type)
                     .push_bind(&e.client)
-                    .push_bind(&e.payload)
+                    .push_bind(e.payload_column())
                     .push_bind(now_ms)
                     // A row committed done is no one's work: no claim.
-                    .push_bind(e.pending.then_some(&claim.owner))
-                    .push_bind(e.pending.then_some(claim.until_ms))
-                    .push_bind(if e.pending { "pending" } else { "done" })
-                    .push_bind((!e.pending).then_some(now_ms));
+                    .push_bind(e.pending().then_some(&claim.owner))
+                    .push_bind(e.pending().then_some(claim.until_ms))
+                    .push_bind(if e.pending() { "pending" } else { "done" })
+                    .push_bind((!e.pending()).then_some(now_ms));
             });
             // No RETURNING: its rows would come back from the database thread one message
             // each. The statement's own count and last seq tell the common case.
