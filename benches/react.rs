@@ -2,7 +2,9 @@
 //! the same run. Nothing is asserted.
 //!   1. Intake throughput: events/s the release binary accepts (bearer auth, CDEvents schema
 //!      validation, durable group commit to SQLite, 202), against a bare axum endpoint that
-//!      answers 202 to the same requests from the same load generator.
+//!      answers 202 to the same requests from the same load generator. The events are
+//!      `artifact.packaged`, which no policy of the bench asks for (stored done, without
+//!      payload); their ids come in order, and at 256 clients also at random (UUIDv4).
 //!   2. Event -> Argo CD request latency at a paced 1,000 events/s: from sending an
 //!      artifact.packaged event to the sync request arriving at a minimal Argo CD stand-in
 //!      (GET answered from memory, POST /sync timestamped), p50/p99; baseline: a bare POST
@@ -40,10 +42,28 @@ fn ms(d: Duration) -> f64 {
 }
 
 fn artifact(i: usize, app: &str) -> Value {
+    artifact_with_id(i, app, Ids::InOrder)
+}
+
+/// How the events' ids follow one another.
+#[derive(Clone, Copy, PartialEq)]
+enum Ids {
+    /// `bench-<n>-<uuid>`: each id sorts next to the one before, as time-ordered ids
+    /// (UUIDv7, ULID, a sender's own sequence) do: the inbox's dedup index grows at one end.
+    InOrder,
+    /// A random UUID (v4) each, as most CloudEvents SDKs make them: every new id lands on
+    /// another page of the dedup index.
+    Random,
+}
+
+fn artifact_with_id(i: usize, app: &str, ids: Ids) -> Value {
     let path = support::schemas::shared().join("cdevents/v0.5.1/examples/artifact_packaged.json");
     let mut v: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap_or_default())
         .unwrap_or_default();
-    v["context"]["id"] = json!(format!("bench-{i}-{}", uuid::Uuid::new_v4()));
+    v["context"]["id"] = json!(match ids {
+        Ids::InOrder => format!("bench-{i}-{}", uuid::Uuid::new_v4()),
+        Ids::Random => uuid::Uuid::new_v4().to_string(),
+    });
     v["context"]["source"] = json!("/ci/bench");
     v["subject"]["id"] = json!(format!(
         "pkg:oci/{app}@sha256%3Aabc?repository_url=ghcr.io/acme/{app}&tag=1.{i}"
@@ -188,14 +208,20 @@ async fn intake(dir: &std::path::Path) {
     // fsync behind every 202 bounds throughput (clients / fsync time); with many, CPU does.
     // Gateway and bare endpoint take turns, three rounds each, and the medians are compared:
     // a neighbour on the shared cores then slows both sides of one round alike.
-    for clients in [32, 256] {
-        println!("intake throughput, {n} bare CDEvents a round, {clients} concurrent clients:");
+    for (clients, ids) in [(32, Ids::InOrder), (256, Ids::InOrder), (256, Ids::Random)] {
+        let order = match ids {
+            Ids::InOrder => "ids in order",
+            Ids::Random => "random UUID ids",
+        };
+        println!(
+            "intake throughput, {n} bare CDEvents a round ({order}), {clients} concurrent clients:"
+        );
         let (mut gws, mut bares, mut gw_us, mut gen_us, mut bare_us) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for round in 0..ROUNDS {
             let fresh: Arc<Vec<String>> = Arc::new(
                 (0..n)
-                    .map(|i| artifact(i + (round + 1) * n, "web").to_string())
+                    .map(|i| artifact_with_id(i + (round + 1) * n, "web", ids).to_string())
                     .collect(),
             );
             // Each round starts on a quiet machine: what the last one left behind (the
