@@ -138,6 +138,18 @@ action:
   deleteApplication: {}
 "#;
 
+/// `web` at `ghcr.io/acme/web:1.0.0`, one history entry, no auto-sync, Healthy: the app most
+/// tests act on.
+fn web() -> Value {
+    app(
+        "web",
+        &["ghcr.io/acme/web:1.0.0"],
+        &[(1, "main")],
+        false,
+        "Healthy",
+    )
+}
+
 struct World {
     fake: FakeArgoCd,
     sink: Receiver,
@@ -372,17 +384,7 @@ fn valid(ev: &Value) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn artifact_packaged_updates_the_image_syncs_and_the_upgrade_joins_the_chain() {
-    let w = world(
-        vec![app(
-            "web",
-            &["ghcr.io/acme/web:1.0.0"],
-            &[(1, "main")],
-            false,
-            "Healthy",
-        )],
-        POLICIES,
-    )
-    .await;
+    let w = world(vec![web()], POLICIES).await;
     let ev = artifact_packaged("1.1.0");
     let (status, body) = w.python("binary", &ev, &["--token", CI_TOKEN]);
     assert_eq!(status, 202, "{body}");
@@ -679,13 +681,7 @@ fn structured(e: &Value) -> Value {
 async fn hostile_and_malformed_requests_get_the_right_answer_and_nothing_is_acted_on() {
     let w = world(
         vec![
-            app(
-                "web",
-                &["ghcr.io/acme/web:1.0.0"],
-                &[(1, "main")],
-                false,
-                "Healthy",
-            ),
+            web(),
             app(
                 "shop",
                 &["ghcr.io/acme/shop:2.0.0"],
@@ -1335,17 +1331,7 @@ dryRun: true
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dry_run_metrics_and_hot_reload_keep_the_last_good_policies() {
-    let w = world(
-        vec![app(
-            "web",
-            &["ghcr.io/acme/web:1.0.0"],
-            &[(1, "main")],
-            false,
-            "Healthy",
-        )],
-        DRY_WEB,
-    )
-    .await;
+    let w = world(vec![web()], DRY_WEB).await;
     let d = w.ci_packages("1.1.0", 1).await;
     assert_eq!(d[0]["outcome"], "dry-run", "{d:?}");
     assert!(
@@ -1476,17 +1462,7 @@ action: {updateImage: {kustomize: {name: ghcr.io/acme/web}}}
 guard: {coalesce: 1500ms}
 rateLimit: 1/h
 "#;
-    let w = world(
-        vec![app(
-            "web",
-            &["ghcr.io/acme/web:1.0.0"],
-            &[(1, "main")],
-            false,
-            "Healthy",
-        )],
-        policy,
-    )
-    .await;
+    let w = world(vec![web()], policy).await;
     let burst: Vec<Value> = ["1.1.0", "1.2.0", "1.3.0"]
         .iter()
         .map(|t| artifact_packaged(t))
@@ -1653,13 +1629,7 @@ async fn a_rotated_token_file_takes_effect_without_a_restart_and_a_bad_one_keeps
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_target_is_skipped_and_counted_as_not_found() {
     let w = world(
-        vec![app(
-            "web",
-            &["ghcr.io/acme/web:1.0.0"],
-            &[(1, "main")],
-            false,
-            "Healthy",
-        )],
+        vec![web()],
         "name: ghost\non: {types: [dev.cdevents.artifact.packaged]}\ntarget: {application: '\"ghost\"'}\naction: {refresh: {}}\n",
     )
     .await;
@@ -1707,13 +1677,7 @@ async fn inbox_rows(store: &str) -> Vec<(String, String, String)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_no_policy_asks_for_is_stored_done_without_its_payload_and_still_deduplicated() {
     let w = world(
-        vec![app(
-            "web",
-            &["ghcr.io/acme/web:1.0.0"],
-            &[(1, "main")],
-            false,
-            "Healthy",
-        )],
+        vec![web()],
         "name: refresh-web\non: {types: [dev.cdevents.artifact.packaged]}\ntarget: {application: '\"web\"'}\naction: {refresh: {}}\n",
     )
     .await;

@@ -496,6 +496,7 @@ impl Store for SqliteStore {
                  claimed_by, claimed_until, status, done_at) ",
             );
             q.push_values(chunk, |mut b, e| {
+                let pending = e.pending();
                 b.push_bind(&e.source)
                     .push_bind(&e.event_id)
                     .push_bind(&e.event_type)
@@ -503,10 +504,10 @@ impl Store for SqliteStore {
                     .push_bind(e.payload_column())
                     .push_bind(now_ms)
                     // A row committed done is no one's work: no claim.
-                    .push_bind(e.pending().then_some(&claim.owner))
-                    .push_bind(e.pending().then_some(claim.until_ms))
-                    .push_bind(if e.pending() { "pending" } else { "done" })
-                    .push_bind((!e.pending()).then_some(now_ms));
+                    .push_bind(pending.then_some(&claim.owner))
+                    .push_bind(pending.then_some(claim.until_ms))
+                    .push_bind(if pending { "pending" } else { "done" })
+                    .push_bind((!pending).then_some(now_ms));
             });
             // No RETURNING: its rows would come back from the database thread one message
             // each. The statement's own count and last seq tell the common case.
