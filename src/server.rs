@@ -136,7 +136,7 @@ impl Duties {
         set.spawn(delivery::prune_delivered(
             self.store.clone(),
             self.config.delivery.retain_delivered.0,
-            std::time::Duration::from_secs(60),
+            crate::store::PRUNE_EVERY,
             stop.clone(),
         ));
         for (sink_cfg, sink) in &self.sinks {

@@ -52,8 +52,10 @@ pub async fn prune_delivered(
     shutdown: CancellationToken,
 ) {
     loop {
-        let before = now_ms().saturating_sub(i64::try_from(retain.as_millis()).unwrap_or(i64::MAX));
-        match store.prune_delivered(before).await {
+        match store
+            .prune_delivered(crate::store::cutoff(now_ms(), retain))
+            .await
+        {
             Ok(n) if n > 0 => tracing::debug!(rows = n, "pruned delivered outbox rows"),
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "pruning delivered outbox rows failed"),

@@ -18,7 +18,7 @@ use super::policy::{InProgress, Policy};
 use crate::argocd::rest::render;
 use crate::argocd::step::Step;
 use crate::argocd::{ArgoCd, ArgoError};
-use crate::store::{InboxClaim, InboxRow, NewDecision, Outcome, Store};
+use crate::store::{InboxClaim, InboxRow, NewDecision, Outcome, Store, cutoff};
 use crate::telemetry::metrics;
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
 use std::collections::HashMap;
@@ -54,8 +54,6 @@ pub fn owner_id(hostname: Option<&str>) -> String {
     format!("{host}-{}", uuid::Uuid::new_v4())
 }
 
-/// How often old history is pruned.
-const PRUNE_EVERY: Duration = Duration::from_secs(60);
 /// Rows deleted in one statement.
 const PRUNE_CHUNK: i64 = 5_000;
 
@@ -76,10 +74,9 @@ impl Retention {
             .filter_map(|p| p.guard.cooldown)
             .max()
             .unwrap_or_default();
-        let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
         (
-            now_ms.saturating_sub(ms(self.events)),
-            now_ms.saturating_sub(ms(self.decisions.max(longest_cooldown))),
+            cutoff(now_ms, self.events),
+            cutoff(now_ms, self.decisions.max(longest_cooldown)),
         )
     }
 }
@@ -785,7 +782,7 @@ impl Engine {
         Claim::Done
     }
 
-    /// Delete old history every [`PRUNE_EVERY`] until `stop`: decided inbox rows received
+    /// Delete old history every [`crate::store::PRUNE_EVERY`] until `stop`: decided inbox rows received
     /// more than `retention.events` ago, and settled decisions older than
     /// `retention.decisions` — or than the longest cooldown of the policies loaded then,
     /// if that is longer, so that no cooldown forgets when it last acted. Deletes in
@@ -809,7 +806,7 @@ impl Engine {
             }
             tokio::select! {
                 _ = stop.cancelled() => return,
-                _ = tokio::time::sleep(PRUNE_EVERY) => {}
+                _ = tokio::time::sleep(crate::store::PRUNE_EVERY) => {}
             }
         }
     }

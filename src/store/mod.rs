@@ -17,6 +17,18 @@ use crate::emit::detect::AppState;
 use async_trait::async_trait;
 use serde::Serialize;
 use std::sync::Arc;
+use std::time::Duration;
+
+/// How often the gateway deletes history past its retention: delivered outbox rows
+/// (`delivery.retainDelivered`), decided inbox rows and settled decisions
+/// (`react.retainEvents`, `react.retainDecisions`).
+pub const PRUNE_EVERY: Duration = Duration::from_secs(60);
+
+/// The unix-ms time before which rows kept for `keep` may go, at `now_ms` (the epoch for a
+/// retention too long to count).
+pub fn cutoff(now_ms: i64, keep: Duration) -> i64 {
+    now_ms.saturating_sub(i64::try_from(keep.as_millis()).unwrap_or(i64::MAX))
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -287,9 +299,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// Commit received events in one transaction (all or nothing), durably. New rows are
     /// inserted already claimed by `claim`: the gateway that received them decides them;
-    /// rows not `pending` are inserted done, with no claim. Returns, per event, `Some(seq)` for a new row,
-    /// `None` for a duplicate (the same source + id was received before, or earlier in this
-    /// batch).
+    /// rows not `pending` are inserted done, with no claim. Returns, per event, `Some(seq)`
+    /// for a new row, `None` for a duplicate (the same source + id was received before, or
+    /// earlier in this batch).
     async fn commit_inbox(
         &self,
         events: &[NewInbound],
@@ -378,5 +390,25 @@ pub async fn open_existing(url: &StoreUrl) -> Result<Arc<dyn Store>, StoreError>
         }
         // A database that does not exist is an error of the server, never created here.
         StoreUrl::Postgres(u) => Ok(Arc::new(postgres::PostgresStore::open(u).await?)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cutoff;
+    use std::time::Duration;
+
+    #[test]
+    fn a_cutoff_is_the_retention_before_now_and_never_overflows() {
+        let cases = [
+            (10_000, Duration::from_secs(3), 7_000),
+            (10_000, Duration::ZERO, 10_000),
+            // Longer than the time since the epoch: nothing is old enough.
+            (10_000, Duration::from_secs(20), -10_000),
+            (10_000, Duration::MAX, 10_000 - i64::MAX),
+        ];
+        for (now, keep, want) in cases {
+            assert_eq!(cutoff(now, keep), want, "{now} {keep:?}");
+        }
     }
 }
