@@ -1116,6 +1116,173 @@ async fn the_sqlite_wal_starts_over_under_continuous_writes() {
     );
 }
 
+/// On SQLite the inbox's keys are held in memory: two commits at once must still see each
+/// other's events (the pool of one writer is not enough, the keys are read before the
+/// insert).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_commits_of_overlapping_events_on_sqlite_keep_one_row_each() {
+    let (_keep, store) = sqlite().await;
+    overlapping_commits_keep_one_row_each(store).await;
+}
+
+fn sqlite_url(db: &std::path::Path) -> StoreUrl {
+    format!("sqlite://{}", db.display())
+        .parse()
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The keys in memory are read back from the file: a restarted gateway still answers
+/// "duplicate" for every event it holds, and "new" for one pruned before the restart.
+#[tokio::test]
+async fn a_reopened_sqlite_store_knows_the_events_received_before() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let url = sqlite_url(&dir.path().join("store.db"));
+    let owner = claim("gw-1", 60_000);
+    let done = |id: &str| NewInbound {
+        payload: None,
+        ..inbound("/ci", id)
+    };
+    let first = {
+        let store = store::open(&url).await.unwrap_or_else(|e| panic!("{e}"));
+        let first = store
+            .commit_inbox(
+                &[done("old"), done("kept"), inbound("/ci", "waiting")],
+                1_000,
+                &owner,
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        store
+            .commit_inbox(&[done("young")], 5_000, &owner)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        // "old" and "kept" are decided and old; one goes before the restart.
+        assert_eq!(store.prune_inbox(3_000, 1).await.ok(), Some(1));
+        first
+    };
+    let store = store::open(&url).await.unwrap_or_else(|e| panic!("{e}"));
+    let again = store
+        .commit_inbox(
+            &[
+                done("old"),
+                done("kept"),
+                inbound("/ci", "waiting"),
+                done("young"),
+                inbound("/other", "old"),
+            ],
+            6_000,
+            &owner,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        again[0] > first[2],
+        "pruned before the restart: new, {again:?}"
+    );
+    assert_eq!(again[1..4], [None, None, None], "still held: duplicates");
+    assert!(
+        again[4] > again[0],
+        "another source's id is another event: {again:?}"
+    );
+    // Pruned after the restart: the keys in memory forget it too.
+    assert_eq!(store.prune_inbox(3_000, 10).await.ok(), Some(1));
+    let third = store
+        .commit_inbox(&[done("kept"), done("young")], 7_000, &owner)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(third[0].is_some() && third[1].is_none(), "{third:?}");
+}
+
+/// A database made before the keys left the file (migrations 0001 - 0003, with the UNIQUE
+/// index) keeps its rows through the table's rebuild, still deduplicates them, and never
+/// gives a seq twice, not even one whose row was pruned.
+#[tokio::test]
+async fn an_sqlite_inbox_made_with_the_unique_index_keeps_its_rows_and_seqs() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let db = dir.path().join("store.db");
+    let old = dir.path().join("migrations");
+    std::fs::create_dir(&old).unwrap_or_else(|e| panic!("{e}"));
+    let here = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/sqlite");
+    let mut copied = 0;
+    for entry in std::fs::read_dir(&here).unwrap_or_else(|e| panic!("{e}")) {
+        let path = entry.unwrap_or_else(|e| panic!("{e}")).path();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        if ["0001_", "0002_", "0003_"]
+            .iter()
+            .any(|p| name.starts_with(p))
+        {
+            std::fs::copy(&path, old.join(name)).unwrap_or_else(|e| panic!("{e}"));
+            copied += 1;
+        }
+    }
+    assert_eq!(copied, 3);
+    {
+        let options = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(&db)
+            .create_if_missing(true);
+        let pool = sqlx::SqlitePool::connect_with(options)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        sqlx::migrate::Migrator::new(old.as_path())
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .run(&pool)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        for (id, status) in [("a", "done"), ("b", "pending"), ("c", "done")] {
+            sqlx::query(
+                "INSERT INTO inbox (source, event_id, event_type, client, payload, received_at,                  status, claimed_by, claimed_until) VALUES ('/ci', ?, 't', 'ci', '{}', 1000, ?,                  'gw-0', 2000)",
+            )
+            .bind(id)
+            .bind(status)
+            .execute(&pool)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        }
+        // The newest row goes: its seq (3) must not come back.
+        sqlx::query("DELETE FROM inbox WHERE event_id = 'c'")
+            .execute(&pool)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        pool.close().await;
+    }
+    let store = store::open(&sqlite_url(&db))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let got = store
+        .commit_inbox(
+            &[
+                inbound("/ci", "a"),
+                inbound("/ci", "b"),
+                inbound("/ci", "d"),
+            ],
+            5_000,
+            &claim("gw-1", 60_000),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        got,
+        [None, None, Some(4)],
+        "a and b were kept; d is past c's seq"
+    );
+    // The pending row kept its claim and its place: another owner takes it over once the
+    // claim has expired.
+    let rows = store
+        .claim_inbox(&claim("gw-2", 200_000), 100_000, 10)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        rows.iter()
+            .map(|r| (r.seq, r.event_id.as_str()))
+            .collect::<Vec<_>>(),
+        [(2, "b"), (4, "d")]
+    );
+}
+
 // ---- PostgreSQL only -----------------------------------------------------------------------
 
 #[tokio::test]
@@ -1193,11 +1360,17 @@ async fn concurrent_claimers_on_postgres_never_get_the_same_row() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_commits_of_overlapping_events_on_postgres_keep_one_row_each() {
-    let (_keep, store) = postgres().await;
     // Two gateways receive the same events (a client retrying against another replica),
     // in opposite orders, at once. Each waits for the other's uncommitted keys: PostgreSQL
     // may abort one as a deadlock, which the store runs again (without that, this fails
     // about one run in five).
+    let (_keep, store) = postgres().await;
+    overlapping_commits_keep_one_row_each(store).await;
+}
+
+/// Two commits of the same 5,000 events in opposite orders, at once: each event is new
+/// for exactly one of them and has one row.
+async fn overlapping_commits_keep_one_row_each(store: Arc<dyn Store>) {
     let forward: Vec<NewInbound> = (0..5000)
         .map(|i| inbound("/ci", &format!("e{i}")))
         .collect();

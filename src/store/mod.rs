@@ -8,6 +8,7 @@
 //! Callers pass the time in; the store never reads the clock, never decides what to emit and
 //! never talks to anything but its database.
 
+mod inbox_keys;
 pub mod postgres;
 mod sql;
 pub mod sqlite;

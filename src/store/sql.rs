@@ -86,9 +86,21 @@ pub(super) const LIST_DECISIONS: &str = "SELECT seq, decided_at, event_source, e
 /// Delete up to `$2` decided inbox rows received before `$1`, oldest first. Rows are found
 /// in seq order up to the first one received since `$1` (seqs grow with time), so the scan
 /// stops there instead of reading the whole table.
-pub(super) const PRUNE_INBOX: &str = "DELETE FROM inbox WHERE seq IN (SELECT seq FROM inbox WHERE \
-     status = 'done' AND seq < COALESCE((SELECT seq FROM inbox WHERE received_at >= $1 \
-     ORDER BY seq LIMIT 1), 9223372036854775807) ORDER BY seq LIMIT $2)";
+macro_rules! prune_inbox {
+    () => {
+        "DELETE FROM inbox WHERE seq IN (SELECT seq FROM inbox WHERE status = 'done' AND \
+         seq < COALESCE((SELECT seq FROM inbox WHERE received_at >= $1 ORDER BY seq LIMIT 1), \
+         9223372036854775807) ORDER BY seq LIMIT $2)"
+    };
+}
+pub(super) const PRUNE_INBOX: &str = prune_inbox!();
+/// [`PRUNE_INBOX`] telling the keys (source, id) of the rows it deleted, for the SQLite
+/// store's keys in memory.
+pub(super) const PRUNE_INBOX_RETURNING_KEYS: &str =
+    concat!(prune_inbox!(), " RETURNING source, event_id");
+
+/// Every inbox row's key (source, id), for the SQLite store's keys in memory.
+pub(super) const INBOX_KEYS: &str = "SELECT source, event_id FROM inbox";
 
 /// Delete up to `$2` settled decisions last decided before `$1`, oldest first (never one
 /// still `acting`); found the same way as [`PRUNE_INBOX`]'s rows.

@@ -19,12 +19,17 @@
 //! two fsyncs, several milliseconds — on the one writing connection, and every 202 and
 //! decision claim queued behind it waits: that was the latency tail.
 //!
+//! The inbox has no UNIQUE index on an event's `source` + `id`: the store holds those keys
+//! in memory ([`InboxKeys`]), read at its first commit and kept in step with its inserts
+//! and prunes under one lock. Only one gateway may write the file for that to hold.
+//!
 //! Delivery outcomes (`mark_*`), inbox claims and marks, and react decisions do not wait for
 //! an fsync: still atomic and crash-safe for the process (a killed gateway loses nothing),
 //! but a power cut of the machine may forget the last few. Forgetting a delivery mark means
 //! the event is sent once more; forgetting a decision claim means an event received before
 //! the cut may be decided again.
 
+use super::inbox_keys::InboxKeys;
 use super::sql;
 use super::{
     DecisionRow, EmitBatch, InboxClaim, InboxRow, IncidentRow, NewDecision, NewInbound,
@@ -55,6 +60,9 @@ pub struct SqliteStore {
     durability: Durability,
     /// Stops the background checkpoint when the store is dropped.
     _checkpoints: Option<tokio_util::sync::DropGuard>,
+    /// The inbox's dedup keys, read at the first commit (a store opened to list the outbox
+    /// never reads them). Held across an inbox insert or prune and the keys' update.
+    inbox_keys: tokio::sync::Mutex<Option<InboxKeys>>,
 }
 
 /// Keep the WAL short without stalling the writer, every [`CHECKPOINT_EVERY`] until `stop`:
@@ -203,6 +211,7 @@ impl SqliteStore {
             pool,
             writer,
             _checkpoints: checkpoints,
+            inbox_keys: tokio::sync::Mutex::new(None),
             durability: Durability {
                 wal: (!in_memory).then(|| wal.into()),
                 db,
@@ -214,40 +223,22 @@ impl SqliteStore {
     }
 }
 
-/// The seq of every key of `chunk` that is in the inbox.
-async fn seqs_of<'c>(
-    db: impl sqlx::SqliteExecutor<'c>,
-    chunk: &[NewInbound],
-) -> Result<Vec<(i64, String, String)>, sqlx::Error> {
-    let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-        "SELECT seq, source, event_id FROM inbox WHERE (source, event_id) IN ",
-    );
-    q.push_tuples(chunk, |mut b, e| {
-        b.push_bind(e.source.as_str())
-            .push_bind(e.event_id.as_str());
-    });
-    q.build_query_as().fetch_all(db).await
-}
-
-/// After an insert of `chunk` that added `inserted` rows but not all: which ones are new.
-/// `found` holds the seq of every key of the chunk (old or new). Seqs only grow, so the new
-/// rows are the `inserted` largest; a key twice in the chunk was inserted for its first
-/// occurrence only.
-fn new_rows(
-    chunk: &[NewInbound],
-    found: &[(i64, String, String)],
-    inserted: usize,
-    out: &mut [Option<i64>],
-) {
-    let mut newest: Vec<&(i64, String, String)> = found.iter().collect();
-    newest.sort_by_key(|(seq, _, _)| std::cmp::Reverse(*seq));
-    let mut by_key: std::collections::HashMap<(&str, &str), i64> = newest
-        .into_iter()
-        .take(inserted)
-        .map(|(seq, src, id)| ((src.as_str(), id.as_str()), *seq))
-        .collect();
-    for (e, seq) in chunk.iter().zip(out.iter_mut()) {
-        *seq = by_key.remove(&(e.source.as_str(), e.event_id.as_str()));
+impl SqliteStore {
+    /// The inbox's keys, read from the file the first time. Only the holder of the guard
+    /// inserts or deletes inbox rows.
+    async fn inbox_keys(&self) -> Result<tokio::sync::MappedMutexGuard<'_, InboxKeys>, StoreError> {
+        let mut held = self.inbox_keys.lock().await;
+        if held.is_none() {
+            let rows: Vec<(String, String)> = sqlx::query_as(sql::INBOX_KEYS)
+                .fetch_all(&self.pool)
+                .await?;
+            let keys = InboxKeys::of(rows.iter().map(|(s, id)| (s.as_str(), id.as_str())));
+            tracing::debug!(keys = keys.len(), "read the inbox's keys");
+            *held = Some(keys);
+        }
+        Ok(tokio::sync::MutexGuard::map(held, |k| {
+            k.get_or_insert_with(InboxKeys::default)
+        }))
     }
 }
 
@@ -484,18 +475,25 @@ impl Store for SqliteStore {
         // statement is atomic by itself, so a single chunk needs no BEGIN and COMMIT (two
         // more round trips on the one writer that every 202 and decision queue behind).
         const CHUNK: usize = 1000;
+        let mut keys = self.inbox_keys().await?;
+        let new = keys.new_ones(
+            events
+                .iter()
+                .map(|e| (e.source.as_str(), e.event_id.as_str())),
+        );
         let mut seqs: Vec<Option<i64>> = vec![None; events.len()];
-        let mut tx = if events.len() > CHUNK {
+        let mut tx = if new.len() > CHUNK {
             Some(self.writer.begin().await?)
         } else {
             None
         };
-        for (chunk_no, chunk) in events.chunks(CHUNK).enumerate() {
+        for chunk in new.chunks(CHUNK) {
             let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
                 "INSERT INTO inbox (source, event_id, event_type, client, payload, received_at, \
                  claimed_by, claimed_until, status, done_at) ",
             );
-            q.push_values(chunk, |mut b, e| {
+            q.push_values(chunk, |mut b, &(i, _)| {
+                let e = &events[i];
                 let pending = e.pending();
                 b.push_bind(&e.source)
                     .push_bind(&e.event_id)
@@ -509,35 +507,24 @@ impl Store for SqliteStore {
                     .push_bind(if pending { "pending" } else { "done" })
                     .push_bind((!pending).then_some(now_ms));
             });
-            // No RETURNING: its rows would come back from the database thread one message
-            // each. The statement's own count and last seq tell the common case.
-            q.push(" ON CONFLICT (source, event_id) DO NOTHING");
             let query = q.build();
             let done = match tx.as_mut() {
                 Some(tx) => query.execute(&mut **tx).await?,
                 None => query.execute(&self.writer).await?,
             };
-            let inserted = usize::try_from(done.rows_affected()).unwrap_or(usize::MAX);
-            let out = &mut seqs[chunk_no * CHUNK..chunk_no * CHUNK + chunk.len()];
-            if inserted == chunk.len() {
-                // Every row is new. One statement on the one writer inserts its rows in
-                // order and numbers them one after another (AUTOINCREMENT: one past the
-                // largest seq ever), so the last one has `last_insert_rowid`.
-                let first = done.last_insert_rowid() - (chunk.len() as i64 - 1);
-                for (i, seq) in out.iter_mut().enumerate() {
-                    *seq = Some(first + i as i64);
-                }
-            } else if inserted > 0 {
-                let found = match tx.as_mut() {
-                    Some(tx) => seqs_of(&mut **tx, chunk).await?,
-                    None => seqs_of(&self.writer, chunk).await?,
-                };
-                new_rows(chunk, &found, inserted, out);
+            // Every row is new. One statement on the one writer inserts its rows in order
+            // and numbers them one after another (AUTOINCREMENT: one past the largest seq
+            // ever), so the last one has `last_insert_rowid`.
+            let first = done.last_insert_rowid() - (chunk.len() as i64 - 1);
+            for (n, &(i, _)) in chunk.iter().enumerate() {
+                seqs[i] = Some(first + n as i64);
             }
         }
         if let Some(tx) = tx {
             tx.commit().await?;
         }
+        keys.inserted(new.into_iter().map(|(_, k)| k));
+        drop(keys);
         let ticket = self.durability.ticket();
         committed(&seqs);
         self.durability.wait(ticket).await?;
@@ -661,12 +648,14 @@ impl Store for SqliteStore {
     }
 
     async fn prune_inbox(&self, before_ms: i64, limit: i64) -> Result<u64, StoreError> {
-        Ok(sqlx::query(sql::PRUNE_INBOX)
+        let mut keys = self.inbox_keys().await?;
+        let gone: Vec<(String, String)> = sqlx::query_as(sql::PRUNE_INBOX_RETURNING_KEYS)
             .bind(before_ms)
             .bind(limit)
-            .execute(&self.writer)
-            .await?
-            .rows_affected())
+            .fetch_all(&self.writer)
+            .await?;
+        keys.deleted(gone.iter().map(|(s, id)| (s.as_str(), id.as_str())));
+        Ok(gone.len() as u64)
     }
 
     async fn prune_decisions(&self, before_ms: i64, limit: i64) -> Result<u64, StoreError> {
