@@ -37,11 +37,9 @@ pub(super) fn key(source: &str, event_id: &str) -> u128 {
 }
 
 impl InboxKeys {
-    /// The keys of `rows` (source, id), as read from the inbox.
-    pub(super) fn of<'a>(rows: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
-        InboxKeys {
-            keys: rows.into_iter().map(|(s, id)| key(s, id)).collect(),
-        }
+    /// A row read from the inbox.
+    pub(super) fn add(&mut self, source: &str, event_id: &str) {
+        self.keys.insert(key(source, event_id));
     }
 
     /// Which of `events` (source, id) are new: not in the inbox and not earlier in the
@@ -85,7 +83,8 @@ mod tests {
 
     #[test]
     fn new_ones_skips_known_keys_and_repeats_within_the_list() {
-        let mut keys = InboxKeys::of([("src", "a")]);
+        let mut keys = InboxKeys::default();
+        keys.add("src", "a");
         let found = keys.new_ones([("src", "a"), ("src", "b"), ("src", "b"), ("other", "a")]);
         let positions: Vec<usize> = found.iter().map(|(i, _)| *i).collect();
         assert_eq!(positions, [1, 3], "known a and the second b are duplicates");

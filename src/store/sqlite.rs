@@ -37,6 +37,7 @@ use super::{
 };
 use crate::emit::detect::AppState;
 use async_trait::async_trait;
+use futures::TryStreamExt;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 use std::str::FromStr;
@@ -229,10 +230,13 @@ impl SqliteStore {
     async fn inbox_keys(&self) -> Result<tokio::sync::MappedMutexGuard<'_, InboxKeys>, StoreError> {
         let mut held = self.inbox_keys.lock().await;
         if held.is_none() {
-            let rows: Vec<(String, String)> = sqlx::query_as(sql::INBOX_KEYS)
-                .fetch_all(&self.pool)
-                .await?;
-            let keys = InboxKeys::of(rows.iter().map(|(s, id)| (s.as_str(), id.as_str())));
+            // Row by row: a million rows would take some 100 MB as one Vec of strings.
+            let mut keys = InboxKeys::default();
+            let mut rows = sqlx::query(sql::INBOX_KEYS).fetch(&self.pool);
+            while let Some(row) = rows.try_next().await? {
+                keys.add(row.try_get(0)?, row.try_get(1)?);
+            }
+            drop(rows);
             tracing::debug!(keys = keys.len(), "read the inbox's keys");
             *held = Some(keys);
         }
