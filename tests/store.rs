@@ -1084,10 +1084,7 @@ async fn decisions_list_newest_first_and_last_acted_counts_acted_and_acting(stor
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sqlite_wal_starts_over_under_continuous_writes() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let db = dir.path().join("store.db");
-    let url: StoreUrl = format!("sqlite://{}", db.display())
-        .parse()
-        .unwrap_or_else(|e| panic!("{e}"));
+    let url = sqlite_url(&dir.path().join("store.db"));
     let store = store::open(&url).await.unwrap_or_else(|e| panic!("{e}"));
     let payload = "x".repeat(4_000);
     let (batches, rows) = (100, 100);

@@ -222,9 +222,7 @@ impl SqliteStore {
             },
         })
     }
-}
 
-impl SqliteStore {
     /// The inbox's keys, read from the file the first time. Only the holder of the guard
     /// inserts or deletes inbox rows.
     async fn inbox_keys(&self) -> Result<tokio::sync::MappedMutexGuard<'_, InboxKeys>, StoreError> {
