@@ -330,7 +330,7 @@ impl Engine {
     /// ends when the sender is dropped (after at most one more wait).
     ///
     /// A row decided and not yet marked when the process dies is decided again after a
-    /// restart, which finds its decision recorded and does nothing.
+    /// restart, which finds its decision recorded and acts no second time.
     fn marker(&self) -> (mpsc::UnboundedSender<Vec<i64>>, tokio::task::JoinHandle<()>) {
         let (marks, mut rx) = mpsc::unbounded_channel::<Vec<i64>>();
         let store = self.store.clone();
