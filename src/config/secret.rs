@@ -28,25 +28,31 @@ pub fn read(
     var: Option<&str>,
     file: Option<&Path>,
 ) -> Result<String, ReadSecretError> {
-    let (value, from) = match (var, file) {
-        (Some(var), _) => (
-            env(var).ok_or_else(|| ReadSecretError::Unset(var.to_string()))?,
-            format!("environment variable {var}"),
-        ),
-        (None, Some(path)) => (
+    let value = match (var, file) {
+        (Some(var), _) => env(var).ok_or_else(|| ReadSecretError::Unset(var.to_string()))?,
+        (None, Some(path)) => {
             std::fs::read_to_string(path).map_err(|source| ReadSecretError::Unreadable {
                 path: path.display().to_string(),
                 source,
-            })?,
-            format!("secret file {}", path.display()),
-        ),
+            })?
+        }
         (None, None) => return Err(ReadSecretError::NotConfigured),
     };
     let value = value.trim();
     if value.is_empty() {
-        return Err(ReadSecretError::Empty(from));
+        return Err(ReadSecretError::Empty(origin(var, file)));
     }
     Ok(value.to_string())
+}
+
+/// Where [`read`] looks for a secret, in the words of its errors: `environment variable
+/// NAME` or `secret file PATH`.
+pub fn origin(var: Option<&str>, file: Option<&Path>) -> String {
+    match (var, file) {
+        (Some(var), _) => format!("environment variable {var}"),
+        (None, Some(path)) => format!("secret file {}", path.display()),
+        (None, None) => "no secret configured".into(),
+    }
 }
 
 #[cfg(test)]

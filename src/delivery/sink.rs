@@ -57,11 +57,10 @@ impl HttpSink {
                 let mut value =
                     HeaderValue::from_str(&value).map_err(|_| SinkError::HeaderValue {
                         sink: cfg.name.clone(),
-                        from: match (&a.value_env, &a.value_file) {
-                            (Some(var), _) => format!("env {var}"),
-                            (None, Some(path)) => format!("file {}", path.display()),
-                            (None, None) => "nowhere".into(),
-                        },
+                        from: crate::config::secret::origin(
+                            a.value_env.as_deref(),
+                            a.value_file.as_deref(),
+                        ),
                     })?;
                 value.set_sensitive(true);
                 Some((name, value))
@@ -180,7 +179,7 @@ mod tests {
             ),
             (
                 "{valueEnv: TWO_LINES}".to_string(),
-                "sink audit: auth value from env TWO_LINES is not a valid header value".to_string(),
+                "sink audit: auth value from environment variable TWO_LINES is not a valid header value".to_string(),
             ),
         ];
         for (auth, want) in cases {
